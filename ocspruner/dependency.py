@@ -1,0 +1,253 @@
+"""Channel groups over torch-pruning's DepGraph, with channel identities that outlive pruning.
+
+This is the one place that talks to torch-pruning's dependency API and smooths its rough edges:
+
+* Groups are built ONCE on the unpruned model; each gets a stable key (the name of its root module)
+  and each of its channels an id = its index in the root layer of the ORIGINAL model. Sub-networks,
+  checkpoints and reports speak in these ids, so they stay meaningful after physical pruning.
+* Every parameter slice a group touches (producer rows, consumer columns, norm affine parameters,
+  depthwise kernels, biases, bare nn.Parameters) is listed as a :class:`ParamSlice`: parameter name,
+  dimension, local positions and the group channel each position belongs to. Saliency (Eq. 2),
+  regularisation (Eq. 8-9), masking and optimizer-state surgery all read these slices, so they
+  agree by construction about what "channel c of group g" means.
+* All channels of all groups are laid out in one global vector (``group.offset + id``) so that the
+  partition and the cost model work on flat tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
+         nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+class UnsupportedModelError(ValueError):
+    """A structure the engine cannot prune; the message names the module and the fix."""
+
+
+@dataclass
+class ParamSlice:
+    """Positions along one dimension of one parameter that belong to a group's channels."""
+
+    name: str                  # parameter name in model.named_parameters()
+    dim: int                   # dimension that holds the channels
+    positions: torch.Tensor    # local positions along ``dim`` (long, unique)
+    channels: torch.Tensor     # group channel id of each position (long, same length)
+    is_weight: bool            # False for biases / norm shifts: no part of saliency (Eq. 2)
+
+    def covers_dim(self, shape: Sequence[int]) -> bool:
+        """True when the slice is the whole dimension in order (no index_select needed)."""
+        n = shape[self.dim]
+        return len(self.positions) == n and bool(self.positions[0] == 0) and bool(self.positions[-1] == n - 1)
+
+    def numel_per_position(self, shape: Sequence[int]) -> int:
+        n = 1
+        for d, s in enumerate(shape):
+            if d != self.dim:
+                n *= s
+        return n
+
+
+@dataclass
+class ChannelGroup:
+    key: str                          # stable key: the root module's name
+    size: int                         # channels in the original model
+    offset: int                       # start of this group in the global channel vector
+    slices: list[ParamSlice]
+    layers: list[str]                 # conv/linear modules whose OUTPUT channels are this group
+    root_module: nn.Module = field(repr=False)
+    root_handler: object = field(repr=False)
+
+    @property
+    def weight_slices(self) -> list[ParamSlice]:
+        return [s for s in self.slices if s.is_weight]
+
+
+def _as_tuple(example_inputs):
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def find_output_layers(model: nn.Module, example_inputs) -> list[nn.Module]:
+    """The conv/linear layer that produces the model's output (the classifier), found by running
+    the model once: the last executed conv/linear whose output has the model output's width.
+    Pruning its output channels would change the number of classes, so it is ignored by default."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
+             for m in model.modules() if isinstance(m, _CONV + _CONV_T + (nn.Linear,))]
+    try:
+        with torch.no_grad():
+            out = model(*_as_tuple(example_inputs))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        return []
+    width = out.shape[-1] if out.dim() == 2 else out.shape[1]
+    for m in reversed(order):
+        w = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        if w == width:
+            return [m]
+    return []
+
+
+class ChannelSpace:
+    """All prunable channel groups of a model, as DepGraph sees the unpruned model."""
+
+    def __init__(self, model: nn.Module, example_inputs, ignored_layers: Iterable[nn.Module] = (),
+                 ignore_output_layer: bool = True, unwrapped_parameters=None):
+        self.model = model
+        self.example_inputs = example_inputs
+        ignored = list(ignored_layers)
+        if ignore_output_layer:
+            ignored += [m for m in find_output_layers(model, example_inputs) if m not in ignored]
+        self.ignored_layers = ignored
+        self.param_names = {p: n for n, p in model.named_parameters()}
+        self.module_names = {m: n for n, m in model.named_modules()}
+        self.graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
+            verbose=False)
+        self.groups: list[ChannelGroup] = []
+        # (module, "out"|"in") -> (local positions, global channel ids), for the cost model
+        self.layer_maps: dict[tuple[nn.Module, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        offset = 0
+        for tp_group in self.graph.get_all_groups(ignored_layers=ignored,
+                                                  root_module_types=_CONV + _CONV_T + (nn.Linear,)):
+            group = self._convert(tp_group, offset)
+            if group is None:
+                continue
+            self.groups.append(group)
+            offset += group.size
+        self.num_channels = offset
+        self.by_key = {g.key: g for g in self.groups}
+        if len(self.by_key) != len(self.groups):
+            raise UnsupportedModelError("two pruning groups share a root module name; "
+                                        "give every module a unique name")
+
+    # -- building ---------------------------------------------------------------------------
+    def _convert(self, tp_group, offset: int) -> Optional[ChannelGroup]:
+        root_dep = tp_group[0].dep
+        root = root_dep.target.module
+        key = self.module_names[root]
+        size = len(tp_group[0].idxs)
+        if size <= 1:
+            return None  # a single channel can never be pruned (at least one is kept)
+        merged: dict[tuple[str, int], dict[int, int]] = {}
+        weight_flags: dict[tuple[str, int], bool] = {}
+        layers: list[str] = []
+        for item in tp_group.items:
+            module, handler = item.dep.target.module, item.dep.handler
+            is_out = self.graph.is_out_channel_pruning_fn(handler)
+            local = [int(i) for i in item.idxs]
+            roots = [int(i) for i in item.root_idxs]
+            for pname, dim, is_weight in self._param_dims(module, is_out, item.dep):
+                slot = merged.setdefault((pname, dim), {})
+                for pos, ch in zip(local, roots):
+                    slot.setdefault(pos, ch)
+                weight_flags[(pname, dim)] = is_weight
+            if isinstance(module, nn.Module) and isinstance(module, _CONV + _CONV_T + (nn.Linear,) + _NORM):
+                role = "out" if is_out else "in"
+                pos = torch.tensor(local, dtype=torch.long)
+                ids = torch.tensor(roots, dtype=torch.long) + offset
+                prev = self.layer_maps.get((module, role))
+                if prev is not None:  # the same layer reached twice (e.g. depthwise in/out): merge
+                    pos, ids = torch.cat([prev[0], pos]), torch.cat([prev[1], ids])
+                    pos, first = _unique_first(pos)
+                    ids = ids[first]
+                self.layer_maps[(module, role)] = (pos, ids)
+                if is_out and isinstance(module, _CONV + _CONV_T + (nn.Linear,)):
+                    layers.append(self.module_names[module])
+        slices = []
+        for (pname, dim), pos_to_ch in merged.items():
+            pos = torch.tensor(sorted(pos_to_ch), dtype=torch.long)
+            ch = torch.tensor([pos_to_ch[int(p)] for p in pos], dtype=torch.long)
+            slices.append(ParamSlice(pname, dim, pos, ch, weight_flags[(pname, dim)]))
+        return ChannelGroup(key=key, size=size, offset=offset, slices=slices,
+                            layers=sorted(set(layers)), root_module=root, root_handler=root_dep.handler)
+
+    def _param_dims(self, module, is_out: bool, dep) -> list[tuple[str, int, bool]]:
+        """(parameter name, channel dimension, is_weight) for one group item."""
+        if isinstance(module, nn.Parameter):  # a bare parameter (cls token, position embedding)
+            dim = dict((id(p), d) for p, d in self.graph.unwrapped_parameters or []).get(id(module))
+            if dim is None:
+                dim = getattr(dep.target, "pruning_dim", -1)
+            dim = dim % module.dim()
+            return [(self.param_names[module], dim, True)]
+        if not isinstance(module, nn.Module) or not any(True for _ in module.parameters(recurse=False)):
+            return []  # parameter-free node (elementwise op, reshape, concat, pooling, ...)
+        mname = self.module_names[module]
+
+        def entry(attr, dim, is_weight=True):
+            p = getattr(module, attr, None)
+            return [(f"{mname}.{attr}" if mname else attr, dim, is_weight)] if isinstance(p, nn.Parameter) else []
+
+        if isinstance(module, _CONV):
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            if is_out or depthwise:
+                return entry("weight", 0) + entry("bias", 0, False)
+            if module.groups > 1:
+                raise UnsupportedModelError(
+                    f"grouped convolution '{mname}' (groups={module.groups}) cannot have its input "
+                    f"channels pruned yet; pass it in ignored_layers")
+            return entry("weight", 1)
+        if isinstance(module, _CONV_T):
+            if is_out:
+                return entry("weight", 1) + entry("bias", 0, False)
+            return entry("weight", 0)
+        if isinstance(module, nn.Linear):
+            return entry("weight", 0) + entry("bias", 0, False) if is_out else entry("weight", 1)
+        if isinstance(module, _NORM):
+            return entry("weight", 0) + entry("bias", 0, False)
+        if isinstance(module, nn.PReLU):
+            return entry("weight", 0) if module.num_parameters > 1 else []
+        if isinstance(module, nn.Embedding):
+            return entry("weight", 1)
+        raise UnsupportedModelError(
+            f"module '{mname}' ({type(module).__name__}) is in a pruning group but ocspruner does not "
+            f"know how its parameters are laid out; pass it in ignored_layers")
+
+    # -- queries -----------------------------------------------------------------------------
+    def channel_group_index(self) -> torch.Tensor:
+        """Global channel -> index of its group."""
+        return torch.repeat_interleave(torch.arange(len(self.groups)),
+                                       torch.tensor([g.size for g in self.groups], dtype=torch.long))
+
+    def subnetwork(self, keep: torch.Tensor) -> dict[str, frozenset]:
+        """M_t: group key -> frozenset of kept channel ids (original indices), from a global mask."""
+        keep = keep.bool()
+        return {g.key: frozenset(torch.nonzero(keep[g.offset:g.offset + g.size]).flatten().tolist())
+                for g in self.groups}
+
+    def keep_mask(self, subnet: dict) -> torch.Tensor:
+        """Inverse of :meth:`subnetwork`."""
+        keep = torch.zeros(self.num_channels, dtype=torch.bool)
+        missing = set(self.by_key) - set(subnet)
+        if missing:
+            raise ValueError(f"sub-network lacks groups {sorted(missing)[:3]}...; it belongs to another model")
+        for key, ids in subnet.items():
+            g = self.by_key[key]
+            idx = torch.tensor(sorted(ids), dtype=torch.long)
+            if len(idx) and (idx.min() < 0 or idx.max() >= g.size):
+                raise ValueError(f"channel id out of range in group '{key}'")
+            keep[g.offset + idx] = True
+        return keep
+
+    def layer_weights(self) -> dict[str, float]:
+        """Number of conv/linear layers whose outputs each group holds: weights that make the
+        Jaccard average of Eq. 3 run over layers instead of groups."""
+        return {g.key: float(max(1, len(g.layers))) for g in self.groups}
+
+
+def _unique_first(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique positions and, for each, the index of its first occurrence."""
+    seen: dict[int, int] = {}
+    for i, p in enumerate(pos.tolist()):
+        seen.setdefault(p, i)
+    keys = sorted(seen)
+    return torch.tensor(keys, dtype=torch.long), torch.tensor([seen[k] for k in keys], dtype=torch.long)

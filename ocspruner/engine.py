@@ -1,0 +1,320 @@
+"""The OCSPruner engine: one-cycle structured pruning driven by any training loop (Algorithm 1).
+
+Usage, with any model, optimizer and loop::
+
+    pruner = OCSPruner(model, example_inputs, OCSConfig(target=0.5))
+    for epoch in range(epochs):
+        report = pruner.epoch_start(epoch, optimizer)   # M_t, J, stage changes, prune at t*
+        for x, y in loader:
+            loss = criterion(model(x), y) + pruner.penalty()   # Eq. 8 (0 outside sparsity learning)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            pruner.after_step(optimizer)                        # Eq. 9
+        scheduler.step()
+
+Stages: ``search`` (dense training while the stability indicator is watched), ``sparsity``
+(sparsity learning with growing regularisation on the current pruning groups), ``pruned`` (the
+model was physically pruned to M_{t*} and is an ordinary, smaller nn.Module from then on).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from . import stability
+from .cost import CostModel
+from .dependency import ChannelSpace
+from .importance import get_criterion
+from .partition import BudgetError, Partition, Partitioner
+from .regularizer import GroupRegularizer
+from .schedule import growing_lambda, shrink_factor
+from .surgery import check_prunable, masked_copy, prune_to
+
+SEARCH, SPARSITY, PRUNED = "search", "sparsity", "pruned"
+STATE_VERSION = 1
+
+
+@dataclass
+class OCSConfig:
+    """Hyper-parameters of OCSPruner. Defaults are the paper's (Table 8, ImageNet column for the
+    automatic t_sl-start) unless stated."""
+
+    target: float = 0.5                 # fraction of the metric to remove (alpha of Eq. 1 is 1 - target)
+    metric: str = "flops"               # "flops" or "params"
+    criterion: str = "group_l2"         # saliency, Eq. 2 by default
+    # stability, Eq. 3-6
+    window: int = 3                     # r of Eq. 4
+    offset: int = 2                     # i of Eq. 4 (compare M_t with M_{t-i})
+    sl_start_lag: Optional[int] = None  # lag of Eq. 5; None = r as printed in the paper
+    tau: float = 1e-4                   # Eq. 5 threshold
+    epsilon: float = 1e-3               # Eq. 6 threshold
+    sl_start_epoch: Optional[int] = None   # fixed t_sl-start (Table 4 / CIFAR recipe) instead of Eq. 5
+    prune_epoch: Optional[int] = None      # fixed pruning epoch: no stability search for t*
+    max_prune_epoch: Optional[int] = None  # cap: prune at this epoch at the latest
+    identity_similarity: bool = True    # False: PaT's count-only indicator
+    per_layer_average: bool = False     # Eq. 3 averaged over layers instead of groups
+    # regularisation, Eq. 7-9
+    lambda0: float = 1e-4
+    delta: float = 1e-4
+    lambda_interval: int = 1            # Δt of Eq. 7
+    lambda_mode: str = "linear"         # "quadratic": Eq. 7's printed recursion read literally
+    use_eq8: bool = True                # group-l2 penalty added to the loss
+    use_eq9: bool = True                # multiplicative shrink after each step
+    # partition
+    max_prune_fraction: float = 0.75    # per group, as the reference's layer limit
+    round_to: int = 1
+
+    def validate(self) -> "OCSConfig":
+        def bad(msg):
+            raise ValueError(msg)
+        if not isinstance(self.target, (int, float)) or not 0.0 < self.target < 1.0:
+            bad(f"target must be a fraction in (0, 1) of {self.metric} to remove, got {self.target!r}")
+        for name in ("window", "offset", "lambda_interval"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                bad(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("tau", "epsilon", "lambda0", "delta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(f"{name} must be a finite number >= 0, got {v!r}")
+        for name in ("sl_start_epoch", "prune_epoch", "max_prune_epoch", "sl_start_lag"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                bad(f"{name} must be a non-negative integer or None, got {v!r}")
+        if self.lambda_mode not in ("linear", "quadratic"):
+            bad(f"lambda_mode must be 'linear' or 'quadratic', got {self.lambda_mode!r}")
+        return self
+
+
+@dataclass
+class EpochReport:
+    """What :meth:`OCSPruner.epoch_start` saw and did at epoch t."""
+
+    epoch: int
+    stage: str                       # stage the model trains in during this epoch
+    similarity: Optional[float]      # J(M_{t-i}, M_t), Eq. 3
+    similarity_avg: Optional[float]  # J_avg^t, Eq. 4
+    lam: float                       # lambda_t used this epoch (0 outside sparsity learning)
+    cost: float                      # Psi of M_t (of the pruned model once pruned)
+    reduction: float                 # fraction of the dense cost removed by M_t
+    sl_started: bool = False         # Eq. 5 fired at this epoch
+    pruned: bool = False             # the model was physically pruned at this epoch (t*)
+    events: list = field(default_factory=list)
+
+
+class OCSPruner:
+    """State machine of Algorithm 1. All algorithm state lives on the instance (and in
+    :meth:`state_dict`); nothing is global."""
+
+    def __init__(self, model: nn.Module, example_inputs, config: Optional[OCSConfig] = None,
+                 ignored_layers: Sequence[nn.Module] = (), ignore_output_layer: bool = True,
+                 check_structures: bool = True, **overrides):
+        self.config = (config or OCSConfig())
+        if overrides:
+            self.config = OCSConfig(**{**asdict(self.config), **overrides})
+        self.config.validate()
+        self.model = model
+        self.space = ChannelSpace(model, example_inputs, ignored_layers, ignore_output_layer)
+        if check_structures:
+            check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
+        self.cost_model = CostModel(self.space)
+        self.partitioner = Partitioner(self.cost_model, self.config.metric,
+                                       self.config.max_prune_fraction, self.config.round_to)
+        self.partitioner.check_target(self.config.target)   # unreachable budgets fail here
+        self.criterion = get_criterion(self.config.criterion)
+        self.regularizer = GroupRegularizer(self.space)
+        self._weights = self.space.layer_weights() if self.config.per_layer_average else None
+        self._lag = self.config.sl_start_lag if self.config.sl_start_lag is not None else self.config.window
+        # algorithm state
+        self.stage = SEARCH
+        self.history: list[torch.Tensor] = []        # keep masks of M_0, M_1, ...
+        self.raw: list[Optional[float]] = []         # J(M_{t-i}, M_t)
+        self.avg: list[Optional[float]] = []         # J_avg^t
+        self.lam = 0.0
+        self.t_sl_start: Optional[int] = None
+        self.t_star: Optional[int] = None
+        self.final_keep: Optional[torch.Tensor] = None
+        self.regularizing = False
+        self._model_pruned = False
+        self.last_partition: Optional[Partition] = None
+
+    # -- the three calls a training loop makes -----------------------------------------------
+    def epoch_start(self, epoch: int, optimizers: Union[None, torch.optim.Optimizer, list] = None) -> EpochReport:
+        """Algorithm 1, lines 3-20, at the start of epoch ``epoch`` (0-based, one call per epoch).
+
+        Reads M_t off the current weights, updates J and J_avg, applies the stage rules, and at
+        t* prunes the model in place, carrying ``optimizers``' state over.
+        """
+        cfg = self.config
+        if self.stage == PRUNED:
+            cost = float(self.cost_model.evaluate(self.final_keep, cfg.metric))
+            return EpochReport(epoch, PRUNED, None, None, 0.0, cost, 1 - cost / self.partitioner.dense_cost)
+        if epoch != len(self.history):
+            raise ValueError(f"epoch_start(epoch={epoch}) called out of order: expected epoch {len(self.history)} "
+                             f"(call it once per epoch, starting at 0, or restore the engine's state_dict)")
+        part = self.partition()
+        self.history.append(part.keep.clone())
+        self._update_similarity()
+        t = epoch
+        report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction)
+        self.regularizing = False
+        if self.stage == SEARCH:
+            start = (cfg.sl_start_epoch == t) if cfg.sl_start_epoch is not None else \
+                stability.sl_start_reached(self.avg, t, cfg.tau, self._lag)
+            if start and cfg.prune_epoch is None:
+                # Algorithm 1 lines 8-10: epoch t still trains without regularisation;
+                # sparsity learning begins with the next epoch.
+                self.stage, self.t_sl_start = SPARSITY, t
+                report.sl_started = True
+                report.events.append(f"t_sl-start = {t}")
+        elif self.stage == SPARSITY:
+            if not stability.is_stable(self.avg, t, cfg.epsilon):
+                self.lam = growing_lambda(t, self.t_sl_start, cfg.lambda0, cfg.delta,
+                                          cfg.lambda_interval, cfg.lambda_mode)            # Eq. 7
+                self.regularizer.set_pruned(self.model, ~part.keep)                      # G_prune^t
+                self.regularizing = True
+                report.lam = self.lam
+            else:
+                report.events.append(f"stable: J_avg = {self.avg[t]:.6f} >= 1 - epsilon")
+        forced = (cfg.prune_epoch is not None and t >= cfg.prune_epoch) or \
+                 (cfg.max_prune_epoch is not None and t >= cfg.max_prune_epoch)
+        stable = self.stage == SPARSITY and stability.is_stable(self.avg, t, cfg.epsilon)
+        if stable or forced:
+            if forced and not stable:
+                report.events.append(f"pruning forced at epoch {t}")
+            self._prune(t, part.keep, optimizers)
+            report.pruned, report.stage, report.lam = True, PRUNED, 0.0
+            report.events.append(f"t* = {t}: pruned to {part.reduction:.2%} {cfg.metric} reduction")
+        report.stage = self.stage
+        return report
+
+    def penalty(self) -> torch.Tensor:
+        """lambda_t * Eq. 8's group-l2 sum, to add to the loss (a zero tensor when inactive)."""
+        if not (self.regularizing and self.config.use_eq8 and self.lam > 0):
+            p = next(self.model.parameters())
+            return torch.zeros((), device=p.device, dtype=p.dtype)
+        return self.lam * self.regularizer.penalty(self.model)
+
+    def after_step(self, lr_or_optimizer) -> None:
+        """Eq. 9 after each optimizer step: pruning-group slices *= (1 - lambda_t * lr_t)."""
+        if not (self.regularizing and self.config.use_eq9 and self.lam > 0):
+            return
+        lr = lr_or_optimizer if isinstance(lr_or_optimizer, (int, float)) else \
+            float(lr_or_optimizer.param_groups[0]["lr"])
+        self.regularizer.shrink_(self.model, shrink_factor(self.lam, lr))
+
+    # -- helpers ------------------------------------------------------------------------------
+    def scores(self) -> torch.Tensor:
+        """Saliency of every channel at the current weights (Eq. 2 by default)."""
+        return self.criterion(dict(self.model.named_parameters()), self.space)
+
+    def partition(self) -> Partition:
+        """M_t: the temporary sub-network at the budget for the current weights (Alg. 1, line 5)."""
+        if self._model_pruned:
+            raise RuntimeError("the model is already pruned; partition() works on the unpruned model only")
+        self.last_partition = self.partitioner.partition(self.scores(), self.config.target)
+        return self.last_partition
+
+    def masked_model(self, keep: Optional[torch.Tensor] = None) -> nn.Module:
+        """A copy of the unpruned model with the channels outside ``keep`` (default: the last M_t) zeroed."""
+        keep = keep if keep is not None else self.last_partition.keep
+        return masked_copy(self.model, self.space, keep)
+
+    def subnetwork(self, t: int = -1) -> dict[str, frozenset]:
+        return self.space.subnetwork(self.history[t])
+
+    @property
+    def dense_cost(self) -> float:
+        return self.partitioner.dense_cost
+
+    def current_cost(self, metric: Optional[str] = None) -> float:
+        metric = metric or self.config.metric
+        keep = self.final_keep if self._model_pruned else torch.ones(self.space.num_channels, dtype=torch.bool)
+        return float(self.cost_model.evaluate(keep, metric))
+
+    def _update_similarity(self) -> None:
+        cfg, t = self.config, len(self.history) - 1
+        j = None
+        if t >= cfg.offset:
+            j = stability.subnetwork_similarity(self.space.subnetwork(self.history[t - cfg.offset]),
+                                                self.space.subnetwork(self.history[t]),
+                                                self._weights, cfg.identity_similarity)   # Eq. 3
+        self.raw.append(j)
+        self.avg.append(stability.windowed_average(self.raw[-cfg.window:], cfg.window)[-1]
+                        if len(self.raw) >= cfg.window else None)                          # Eq. 4
+
+    def _prune(self, t: int, keep: torch.Tensor, optimizers) -> None:
+        if optimizers is not None and not isinstance(optimizers, (list, tuple)):
+            optimizers = [optimizers]
+        prune_to(self.model, self.space, keep, list(optimizers or []))
+        self.final_keep, self.t_star, self.stage = keep.clone(), t, PRUNED
+        self._model_pruned = True
+        self.regularizing, self.lam = False, 0.0
+        self.regularizer.clear()
+
+    # -- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume: plain tensors and Python scalars (weights_only-safe)."""
+        nan = float("nan")
+        return {
+            "version": STATE_VERSION,
+            "config": asdict(self.config),
+            "groups": [[g.key, g.size] for g in self.space.groups],
+            "stage": self.stage,
+            "history": torch.stack(self.history).to(torch.uint8) if self.history
+            else torch.zeros(0, self.space.num_channels, dtype=torch.uint8),
+            "raw": torch.tensor([nan if v is None else v for v in self.raw], dtype=torch.float64),
+            "avg": torch.tensor([nan if v is None else v for v in self.avg], dtype=torch.float64),
+            "lam": self.lam,
+            "t_sl_start": -1 if self.t_sl_start is None else self.t_sl_start,
+            "t_star": -1 if self.t_star is None else self.t_star,
+            "final_keep": self.final_keep.to(torch.uint8) if self.final_keep is not None
+            else torch.zeros(0, dtype=torch.uint8),
+            "regularizing": self.regularizing,
+        }
+
+    def load_state_dict(self, state: dict, optimizers=None) -> None:
+        """Restore the engine. If the saved run had already pruned and this engine's model is
+        still unpruned, the prune is replayed on it, so that the caller can then load the pruned
+        model's state_dict (and build/restore its optimizer) as usual."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError("not an OCSPruner state (missing or unknown 'version'); was it written by this engine?")
+        if [[g.key, g.size] for g in self.space.groups] != [list(x) for x in state["groups"]]:
+            raise ValueError("the saved pruning state belongs to a different model (its channel groups differ)")
+        saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
+        self.config = OCSConfig(**saved_cfg).validate()
+        self.partitioner = Partitioner(self.cost_model, self.config.metric,
+                                       self.config.max_prune_fraction, self.config.round_to)
+        self.criterion = get_criterion(self.config.criterion)
+        self._weights = self.space.layer_weights() if self.config.per_layer_average else None
+        self._lag = self.config.sl_start_lag if self.config.sl_start_lag is not None else self.config.window
+        self.history = [row.bool() for row in state["history"]]
+        self.raw = [None if math.isnan(v) else v for v in state["raw"].tolist()]
+        self.avg = [None if math.isnan(v) else v for v in state["avg"].tolist()]
+        self.lam = float(state["lam"])
+        self.t_sl_start = None if state["t_sl_start"] < 0 else int(state["t_sl_start"])
+        self.t_star = None if state["t_star"] < 0 else int(state["t_star"])
+        self.stage = state["stage"]
+        if self.stage == PRUNED:
+            keep = state["final_keep"].bool()
+            if not self._model_pruned:
+                self._prune(self.t_star, keep, optimizers)
+            self.final_keep = keep
+        self.regularizing = bool(state["regularizing"]) and self.stage == SPARSITY
+        if self.regularizing and self.history:
+            self.regularizer.set_pruned(self.model, ~self.history[-1])
+
+
+def cost_report(pruner: OCSPruner) -> dict:
+    """Dense and current cost for both metrics, for logs and summaries."""
+    out = {}
+    for metric in ("flops", "params"):
+        out[f"dense_{metric}"] = pruner.cost_model.dense[metric]
+        out[metric] = pruner.current_cost(metric)
+    return out
+
+
+__all__ = ["OCSPruner", "OCSConfig", "EpochReport", "BudgetError", "SEARCH", "SPARSITY", "PRUNED", "cost_report"]

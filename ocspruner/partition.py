@@ -1,0 +1,133 @@
+"""Global partition of channels at a budget (paper Eq. 1 and Algorithm 1, line 5).
+
+Channels of all groups are ranked globally by saliency; the least salient are removed first until
+the analytic cost (``cost.py``) falls to the budget. The number of removed channels is found by
+binary search; every probe is one evaluation of the cost model on a flat keep vector, so a
+ResNet-50 partition takes milliseconds (the reference deep-copies and prunes the model per probe).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Union
+
+import torch
+
+from .cost import CostModel
+
+
+class BudgetError(ValueError):
+    """The requested budget is invalid or cannot be reached with the given constraints."""
+
+
+@dataclass
+class Partition:
+    keep: torch.Tensor        # bool, one entry per global channel
+    cost: float               # Psi of the kept sub-network
+    dense_cost: float
+    removed_channels: int
+
+    @property
+    def reduction(self) -> float:
+        """Fraction of the dense cost removed."""
+        return 1.0 - self.cost / self.dense_cost
+
+
+class Partitioner:
+    """Turns per-channel scores into a keep mask that meets a cost budget.
+
+    Args:
+        cost_model: the analytic cost model of the unpruned model.
+        metric: ``"flops"`` or ``"params"`` (any metric the cost model knows).
+        max_prune_fraction: at most this fraction of a group's channels may go; a float for all
+            groups or a mapping group key -> fraction (missing keys use 1.0).
+        round_to: a pruned group keeps a multiple of ``round_to`` channels (hardware-friendly
+            widths); an unpruned group keeps its original width.
+    """
+
+    def __init__(self, cost_model: CostModel, metric: str = "flops",
+                 max_prune_fraction: Union[float, Mapping[str, float]] = 1.0, round_to: int = 1):
+        if metric not in cost_model.dense:
+            raise BudgetError(f"unknown budget metric {metric!r}; use one of {sorted(cost_model.dense)}")
+        if int(round_to) < 1:
+            raise BudgetError(f"round_to must be a positive integer, got {round_to!r}")
+        self.cost_model, self.metric, self.round_to = cost_model, metric, int(round_to)
+        space = cost_model.space
+        if not space.groups:
+            raise BudgetError("the model has no prunable channel groups (is every layer ignored?)")
+        self.sizes = torch.tensor([g.size for g in space.groups], dtype=torch.long)
+        self.group_of = space.channel_group_index()
+        self.offsets = torch.tensor([g.offset for g in space.groups], dtype=torch.long)
+        fractions = []
+        for g in space.groups:
+            f = max_prune_fraction.get(g.key, 1.0) if isinstance(max_prune_fraction, Mapping) else max_prune_fraction
+            if not 0.0 <= float(f) <= 1.0:
+                raise BudgetError(f"max_prune_fraction for group '{g.key}' must be in [0, 1], got {f}")
+            fractions.append(float(f))
+        caps = torch.floor(torch.tensor(fractions, dtype=torch.float64) * self.sizes).long()
+        min_keep = torch.clamp(torch.full_like(self.sizes, self.round_to), max=self.sizes)
+        self.caps = torch.minimum(caps, self.sizes - torch.clamp(min_keep, min=1))  # >= 1 channel kept
+        self.dense_cost = cost_model.dense[metric]
+
+    # ------------------------------------------------------------------------------------------
+    def max_reduction(self) -> float:
+        """Largest reachable fraction of the dense cost removed (every group at its cap)."""
+        # the cost depends only on how many channels each group keeps, not on which ones
+        within = torch.arange(self.group_of.numel()) - self.offsets[self.group_of]
+        keep = self._keep_from_counts(self.caps, within)
+        return 1.0 - float(self.cost_model.evaluate(keep, self.metric)) / self.dense_cost
+
+    def check_target(self, reduction: float) -> None:
+        if not (isinstance(reduction, (int, float)) and 0.0 < reduction < 1.0):
+            raise BudgetError(f"budget must be a fraction of {self.metric} to remove in (0, 1), got {reduction!r}")
+        best = self.max_reduction()
+        if reduction > best + 1e-12:
+            raise BudgetError(
+                f"a {reduction:.1%} {self.metric} reduction cannot be reached: at most {best:.2%} is removable "
+                f"with the ignored layers, per-group caps and round_to given; lower the budget or ignore fewer layers")
+
+    def partition(self, scores: torch.Tensor, reduction: float) -> Partition:
+        """Keep mask removing at least ``reduction`` of the dense cost with the fewest removals
+        in global saliency order (lowest scores go first)."""
+        self.check_target(reduction)
+        scores = scores.detach().to(torch.float64).cpu()
+        n = self.group_of.numel()
+        if scores.shape != (n,):
+            raise ValueError(f"expected {n} scores (one per channel), got shape {tuple(scores.shape)}")
+        # rank within each group (0 = least salient); a stable sort on (group, score) gives it
+        order = torch.argsort(scores, stable=True)
+        order = order[torch.argsort(self.group_of[order], stable=True)]
+        within = torch.empty(n, dtype=torch.long)
+        within[order] = torch.arange(n) - self.offsets[self.group_of[order]]
+        eligible = within < self.caps[self.group_of]
+        cand = torch.nonzero(eligible).flatten()
+        global_order = cand[torch.argsort(scores[cand], stable=True)]
+        target = (1.0 - reduction) * self.dense_cost
+
+        def keep_for(k: int) -> tuple[torch.Tensor, float]:
+            counts = torch.bincount(self.group_of[global_order[:k]], minlength=len(self.sizes))
+            keep = self._keep_from_counts(counts, within)
+            return keep, float(self.cost_model.evaluate(keep, self.metric))
+
+        lo, hi = 0, len(global_order)          # cost(lo) > target >= cost(hi) once checked
+        keep, cost = keep_for(hi)
+        best = (keep, cost, hi)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            keep, cost = keep_for(mid)
+            if cost <= target * (1 + 1e-12):
+                hi, best = mid, (keep, cost, mid)
+            else:
+                lo = mid + 1
+        keep, cost, k = best
+        return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
+
+    # ------------------------------------------------------------------------------------------
+    def _keep_from_counts(self, removed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+        """Keep mask that removes the ``removed[g]`` lowest-ranked channels of each group g,
+        after rounding the kept width up to a multiple of ``round_to``."""
+        kept = self.sizes - removed
+        if self.round_to > 1:
+            rounded = torch.minimum(self.sizes, ((kept + self.round_to - 1) // self.round_to) * self.round_to)
+            kept = torch.where(removed > 0, rounded, self.sizes)
+        return within >= (self.sizes - kept)[self.group_of]

@@ -1,0 +1,159 @@
+"""Physical pruning to a sub-network, masking, and optimizer-state surgery.
+
+torch-pruning replaces every pruned nn.Parameter by a new, smaller one. An optimizer still holds
+the old objects, and its state (SGD momentum, Adam moments) would be lost if it were rebuilt, as
+the reference code does. :func:`prune_to` instead slices each state tensor exactly like its
+parameter and re-keys it to the new parameter, so training continues as if the pruned channels
+had never existed and the learning-rate schedule is untouched.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .dependency import ChannelSpace
+
+
+def removed_positions(space: ChannelSpace, keep: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+    """(parameter name, dim) -> sorted local positions that the keep mask removes."""
+    keep = keep.bool().cpu()
+    out: dict[tuple[str, int], torch.Tensor] = {}
+    for g in space.groups:
+        local = keep[g.offset:g.offset + g.size]
+        for s in g.slices:
+            gone = s.positions[~local[s.channels]]
+            if len(gone):
+                out[(s.name, s.dim)] = torch.sort(gone).values
+    return out
+
+
+@torch.no_grad()
+def zero_pruned_(model: nn.Module, space: ChannelSpace, keep: torch.Tensor) -> None:
+    """Zero every parameter slice of the removed channels in place (the 'masked model').
+
+    With consumer columns zeroed too, a removed channel cannot influence the output, so the
+    masked model computes what the physically pruned one does (for channel-wise layers).
+    """
+    params = dict(model.named_parameters())
+    for (name, dim), pos in removed_positions(space, keep).items():
+        p = params[name]
+        p.index_fill_(dim, pos.to(p.device), 0.0)
+
+
+def masked_copy(model: nn.Module, space: ChannelSpace, keep: torch.Tensor) -> nn.Module:
+    """A deep copy of ``model`` with the removed channels zeroed (the model itself is untouched).
+    Must be called before physical pruning (it uses the original parameter layout)."""
+    twin = copy.deepcopy(model)
+    params = dict(twin.named_parameters())
+    with torch.no_grad():
+        for (name, dim), pos in removed_positions(space, keep).items():
+            params[name].index_fill_(dim, pos.to(params[name].device), 0.0)
+    return twin
+
+
+def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
+             optimizers: Optional[list] = None) -> dict[str, tuple]:
+    """Physically remove every channel with ``keep == False``, in place, and carry the state of
+    ``optimizers`` over to the surviving slices. Returns parameter name -> new shape.
+
+    Must be called once, on the model the ChannelSpace was built from (original layout).
+    """
+    keep = keep.bool().cpu()
+    removed = removed_positions(space, keep)
+    old = dict(model.named_parameters())
+    old_shapes = {n: tuple(p.shape) for n, p in old.items()}
+    for g in space.groups:
+        local = keep[g.offset:g.offset + g.size]
+        if bool(local.all()):
+            continue
+        if not bool(local.any()):
+            raise ValueError(f"refusing to remove every channel of group '{g.key}'")
+        idxs = torch.nonzero(~local).flatten().tolist()
+        space.graph.get_pruning_group(g.root_module, g.root_handler, idxs).prune()
+    new = dict(model.named_parameters())
+
+    kept_index: dict[str, dict[int, torch.Tensor]] = {}
+    for (name, dim), gone in removed.items():
+        size = old_shapes[name][dim]
+        mask = torch.ones(size, dtype=torch.bool)
+        mask[gone] = False
+        kept_index.setdefault(name, {})[dim] = torch.nonzero(mask).flatten()
+    for name, shape in old_shapes.items():
+        expected = list(shape)
+        for dim, idx in kept_index.get(name, {}).items():
+            expected[dim] = len(idx)
+        if name not in new or tuple(new[name].shape) != tuple(expected):
+            got = tuple(new[name].shape) if name in new else None
+            raise RuntimeError(f"pruning left '{name}' with shape {got}, expected {tuple(expected)}: "
+                               f"torch-pruning and the channel map disagree (please report this model)")
+
+    for opt in optimizers or []:
+        remap_optimizer(opt, old, new, kept_index)
+    return {n: tuple(p.shape) for n, p in new.items()}
+
+
+def remap_optimizer(optimizer: torch.optim.Optimizer, old: dict, new: dict,
+                    kept_index: dict[str, dict[int, torch.Tensor]]) -> None:
+    """Point ``optimizer`` at the new parameters and slice its per-parameter state to match."""
+    by_id = {id(p): n for n, p in old.items()}
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            name = by_id.get(id(p))
+            if name is None:
+                continue
+            q = new[name]
+            if q is p:
+                continue
+            group["params"][i] = q
+            state = optimizer.state.pop(p, None)
+            if state is None:
+                continue
+            moved = {}
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(p.shape):
+                    for dim, idx in kept_index.get(name, {}).items():
+                        v = v.index_select(dim, idx.to(v.device))
+                    moved[k] = v.contiguous()
+                else:
+                    moved[k] = v  # scalars such as Adam's step count
+            optimizer.state[q] = moved
+
+
+def check_prunable(space: ChannelSpace) -> None:
+    """Dry run on a deep copy: remove one channel of every group, prune physically and run the
+    example input. Catches structures whose coupling DepGraph cannot see (e.g. attention heads
+    reshaped out of a qkv projection), which would otherwise only fail at t*, hours into a run.
+    Raises UnsupportedModelError naming the offending group's root module."""
+    from .dependency import UnsupportedModelError, _as_tuple
+
+    def attempt(keys: Optional[set]) -> Optional[str]:
+        twin = copy.deepcopy(space.model)
+        names = dict(twin.named_modules())
+        ignored = [names[space.module_names[m]] for m in space.ignored_layers if m in space.module_names]
+        twin_space = ChannelSpace(twin, space.example_inputs, ignored, ignore_output_layer=False)
+        keep = torch.ones(twin_space.num_channels, dtype=torch.bool)
+        for g in twin_space.groups:
+            if keys is None or g.key in keys:
+                keep[g.offset] = False
+        try:
+            prune_to(twin, twin_space, keep)
+            twin.eval()
+            with torch.no_grad():
+                twin(*_as_tuple(space.example_inputs))
+        except Exception as exc:  # noqa: BLE001 - any failure means the structure is unsupported
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return None
+
+    if attempt(None) is None:
+        return
+    for g in space.groups:
+        err = attempt({g.key})
+        if err is not None:
+            raise UnsupportedModelError(
+                f"channels of '{g.key}' cannot be pruned physically (after removing one, the forward pass "
+                f"fails with {err[:160]}); pass that module in ignored_layers")
+    raise UnsupportedModelError("pruning all groups together breaks the forward pass although each group alone "
+                                "works; please report this model")
