@@ -293,7 +293,7 @@ def plot_cost(metrics: Sequence[Mapping[str, Any]], path,
     if tgt is not None and 0.0 < tgt <= 1.0:
         handles.append(ax.axhline(100.0 * tgt, color="tab:blue", linestyle=":", linewidth=1.0,
                                   label=f"target ({100.0 * tgt:.0f}%)"))
-    top = max(yr + ([100.0 * tgt] if tgt is not None and 0.0 < tgt <= 1.0 else []) + [1.0])
+    top = max(yr + ([100.0 * tgt] if tgt is not None and 0.0 < tgt <= 1.0 else []) + [10.0])
     ax.set_ylim(min(0.0, min(yr, default=0.0)), min(100.0, top * 1.1 + 1.0))
     ax.set_xlabel("epoch")
     ax.set_ylabel("FLOPs reduction (%)", color="tab:blue")

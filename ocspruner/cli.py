@@ -1,0 +1,97 @@
+"""Command line: ``ocspruner train`` runs one cycle; ``models``, ``methods``, ``datasets`` list
+what the registries hold. User errors print one line (``error: ...``) and exit 2, no traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+# flags that are shorthands for config keys
+SHORTHANDS = {"model": "model", "dataset": "data.name", "data_root": "data.root", "epochs": "epochs",
+              "target": "pruning.target", "method": "method", "out": "out_dir", "name": "name",
+              "subset": "data.subset", "seed": "seed", "batch_size": "data.batch_size", "lr": "optim.lr",
+              "device": "device", "threads": "threads", "workers": "data.workers"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocspruner", description="One-cycle structured pruning (OCSPruner).")
+    sub = p.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train (and prune) one model in one cycle")
+    t.add_argument("--config", default="cpu_default", help="YAML path or shipped config name (default: cpu_default)")
+    t.add_argument("--model")
+    t.add_argument("--dataset")
+    t.add_argument("--data-root", dest="data_root")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--target", type=float, help="fraction of FLOPs to remove, e.g. 0.5")
+    t.add_argument("--method")
+    t.add_argument("--out", help="parent directory of run directories (default runs/)")
+    t.add_argument("--name", help="run directory name")
+    t.add_argument("--subset", type=int, help="use only this many training examples")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--device")
+    t.add_argument("--threads", type=int)
+    t.add_argument("--workers", type=int)
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. pruning.epsilon=1e-3")
+    sub.add_parser("models", help="list registered models")
+    sub.add_parser("methods", help="list training methods")
+    sub.add_parser("datasets", help="list datasets")
+    return p
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .trainer import Trainer, format_summary
+
+    updates = {key: getattr(args, flag) for flag, key in SHORTHANDS.items() if getattr(args, flag) is not None}
+    if args.no_progress:
+        updates["progress"] = False
+    cfg = load_config(args.config, overrides=args.overrides, updates=updates)
+    trainer = Trainer(cfg)
+    print(f"run directory: {trainer.run_dir}", flush=True)
+    summary = trainer.fit()
+    print(format_summary(summary))
+    return 0
+
+
+def main(argv=None) -> int:
+    warnings.filterwarnings("ignore", message=".*Unwrapped parameters.*")
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    from .checkpoint import CheckpointManager  # noqa: F401  (import errors surface early)
+    from .config import ConfigError
+    from .data import DataError
+    from .dependency import UnsupportedModelError
+    from .partition import BudgetError
+    from .trainer import TrainingDiverged
+
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "models":
+            from .models import list_models
+            print("\n".join(list_models()))
+        elif args.command == "methods":
+            from .methods import list_methods
+            print("\n".join(list_methods()))
+        elif args.command == "datasets":
+            from .data import available_datasets
+            print("\n".join(available_datasets()))
+        return 0
+    except (ConfigError, DataError, BudgetError, UnsupportedModelError, TrainingDiverged) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # registry lookups (unknown model/method) raise ValueError with one line
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint in the run directory is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Run configuration: typed dataclasses, YAML files and ``a.b=value`` overrides.
+
+Every key is checked: an unknown key or a value of the wrong type is a one-line ConfigError that
+names the key and the fix. Configs are data (YAML under ``configs/``), as in timm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from .engine import OCSConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    subset: Optional[int] = None         # limit the training examples (quick runs)
+    val_fraction: float = 0.1            # carved from the TRAINING set; the test set is only reported
+    batch_size: int = 128
+    workers: int = 0
+    image_size: Optional[int] = None
+    augment: bool = True
+    options: dict = field(default_factory=dict)   # dataset-specific keyword arguments
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"                    # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"                 # cosine | multistep | step | linear | constant
+    milestones: list = field(default_factory=list)   # epochs, for multistep
+    gamma: float = 0.2                   # multistep / step factor
+    step_size: int = 30                  # step
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0                  # cosine / linear floor
+
+
+@dataclass
+class RunConfig:
+    model: str = "resnet20"
+    model_options: dict = field(default_factory=dict)
+    method: str = "ocspruner"
+    epochs: int = 30
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    pruning: OCSConfig = field(default_factory=OCSConfig)
+    method_options: dict = field(default_factory=dict)   # options of non-OCSPruner methods
+    label_smoothing: float = 0.0
+    amp: Optional[str] = None            # None | bf16 | fp16 (GPU)
+    channels_last: bool = False
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None        # torch CPU threads
+    out_dir: str = "runs"
+    name: Optional[str] = None           # run directory name (default: model-dataset-method-time)
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], key)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if (tp is list or origin is list) and isinstance(value, list):
+        return value
+    if (tp is dict or origin is dict) and isinstance(value, dict):
+        return value
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"config key '{key}' expects {name}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full + ".")
+        else:
+            kwargs[key] = _check_type(value, tp, full)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. pruning.target=0.4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list] = None,
+                updates: Optional[dict] = None) -> RunConfig:
+    """Defaults <- YAML file <- ``updates`` (dotted keys) <- ``overrides`` ("a.b=value" strings)."""
+    tree: dict = {}
+    if path is not None:
+        path = resolve_config_path(path)
+        try:
+            with open(path) as fh:
+                tree = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(tree).__name__}")
+    for key, value in (updates or {}).items():
+        _set_dotted(tree, key, value)
+    for text in overrides or []:
+        _set_dotted(tree, *parse_override(text))
+    cfg = _build(RunConfig, tree)
+    try:
+        cfg.pruning.validate()
+    except ValueError as exc:
+        raise ConfigError(f"pruning: {exc}") from None
+    _validate_run(cfg)
+    return cfg
+
+
+def _validate_run(cfg: RunConfig) -> None:
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.amp not in (None, "bf16", "fp16"):
+        raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
+    if cfg.keep_checkpoints < 1:
+        raise ConfigError(f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def resolve_config_path(path: str) -> str:
+    """A path, or the name of a shipped config (``cpu_default``, ``cifar10_resnet56``, ...)."""
+    if os.path.isfile(path):
+        return path
+    shipped = os.path.join(CONFIG_DIR, path if path.endswith(".yaml") else path + ".yaml")
+    if os.path.isfile(shipped):
+        return shipped
+    names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml")) if os.path.isdir(CONFIG_DIR) else []
+    raise ConfigError(f"config file {path!r} not found; give a path or one of the shipped configs: {', '.join(names)}")

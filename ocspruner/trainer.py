@@ -1,0 +1,304 @@
+"""The one training loop. Every method (dense, OCSPruner, and the baselines) runs through it and
+differs only by its strategy object (``methods.py``).
+
+A run directory holds: config.yaml (resolved), metrics.jsonl (one line per epoch), tb/ (TensorBoard
+events), checkpoints/ (atomic, last N kept), best.pt, final_model.pt + architecture.json,
+channels.json, summary.json and plots/.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from .checkpoint import CheckpointManager, atomic_write_text, atomic_torch_save
+from .config import ConfigError, RunConfig
+from .methods import Method, create_method
+from .recipe import build_optimizer, lr_at, set_lr
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """One cycle: model + data + method + recipe -> run directory.
+
+    ``model`` and ``bundle`` may be given from Python (a user's own nn.Module and datasets);
+    otherwise they are built from the config's registries.
+    """
+
+    def __init__(self, cfg: RunConfig, model: Optional[nn.Module] = None, bundle=None,
+                 method: Optional[Method] = None, run_dir: Optional[str] = None):
+        from .data import build_datasets, build_loaders
+        from .models import create_model
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        d = cfg.data
+        self.bundle = bundle or build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=cfg.seed,
+                                               subset=d.subset, image_size=d.image_size, augment=d.augment,
+                                               **d.options)
+        self.train_loader, self.val_loader, self.test_loader = build_loaders(
+            self.bundle, d.batch_size, workers=d.workers, seed=cfg.seed, pin_memory=self.device.type == "cuda")
+        if len(self.bundle.train) == 0:
+            raise ConfigError("the training set is empty; check data.subset and the data directory")
+        if model is None:
+            model = create_model(cfg.model, num_classes=self.bundle.num_classes,
+                                 in_channels=self.bundle.in_channels, **cfg.model_options)
+        self.model = model.to(self.device)
+        size = self.bundle.image_size
+        self.example_inputs = torch.randn(1, self.bundle.in_channels, size, size, device=self.device)
+        self.method = method or create_method(cfg.method)
+        self.method.setup(self.model, self.example_inputs, cfg)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
+        self.run_dir = run_dir or os.path.join(
+            cfg.out_dir, cfg.name or f"{cfg.model}-{self.bundle.name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints)
+        self.start_epoch = 0
+        self.best = {"val_acc": -1.0, "epoch": None}
+        self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
+        self.time_to_prune: Optional[float] = None
+        self._writer = None
+
+    # -- one epoch --------------------------------------------------------------------------
+    def _autocast(self):
+        if self.cfg.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _to_device(self, x, y):
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def train_epoch(self, epoch: int, progress=None) -> dict:
+        self.model.train()
+        n_batches = len(self.train_loader)
+        total = correct = 0
+        loss_sum = 0.0
+        for i, (x, y) in enumerate(self.train_loader):
+            set_lr(self.optimizer, lr_at(epoch + i / n_batches, self.cfg.epochs, self.cfg.optim.lr, self.cfg.schedule))
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                out = self.model(x)
+                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+            penalty = self.method.penalty()
+            total_loss = loss + penalty.to(loss.dtype) if penalty is not None else loss
+            if not torch.isfinite(total_loss):
+                raise TrainingDiverged(f"loss became {total_loss.item()} at epoch {epoch}, batch {i}")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(total_loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                total_loss.backward()
+                self.optimizer.step()
+            self.method.after_step(self.optimizer)
+            loss_sum += loss.item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            total += len(y)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        return {"train_loss": loss_sum / max(total, 1), "train_acc": 100.0 * correct / max(total, 1),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def evaluate(self, loader, model: Optional[nn.Module] = None) -> dict:
+        model = model or self.model
+        was = model.training
+        model.eval()
+        total = correct = 0
+        loss_sum = 0.0
+        for x, y in loader:
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            total += len(y)
+        model.train(was)
+        if total == 0:
+            return {"loss": None, "acc": None}
+        return {"loss": loss_sum / total, "acc": 100.0 * correct / total}
+
+    # -- the cycle --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        atomic_write_text(os.path.join(self.run_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
+        if self.start_epoch == 0 and os.path.exists(metrics_path):
+            os.remove(metrics_path)
+        writer = self._tensorboard()
+        show = cfg.progress
+        epochs_bar = tqdm(range(self.start_epoch, cfg.epochs), desc=f"{cfg.method}", disable=not show,
+                          initial=self.start_epoch, total=cfg.epochs, unit="ep")
+        for epoch in epochs_bar:
+            t0 = time.perf_counter()
+            info = self.method.epoch_start(epoch, self.optimizer)
+            if info.get("pruned"):
+                self.time_to_prune = self.elapsed + (time.perf_counter() - t0)
+                if cfg.channels_last:
+                    self.model.to(memory_format=torch.channels_last)
+            bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", leave=False, disable=not show, unit="it")
+            train = self.train_epoch(epoch, bar)
+            bar.close()
+            val = self.evaluate(self.val_loader)
+            epoch_time = time.perf_counter() - t0
+            self.elapsed += epoch_time
+            row = {"epoch": epoch, "stage": info.get("stage"), **train, "val_loss": val["loss"], "val_acc": val["acc"],
+                   "similarity": info.get("similarity"), "similarity_avg": info.get("similarity_avg"),
+                   "lambda": info.get("lambda", 0.0), "flops": info.get("flops"), "params": info.get("params"),
+                   "flops_reduction": info.get("flops_reduction"), "epoch_time": epoch_time,
+                   "elapsed": self.elapsed, "events": info.get("events", [])}
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            self._log_tb(writer, row)
+            final_arch = info.get("stage") in ("pruned", "dense")
+            if final_arch and val["acc"] is not None and val["acc"] > self.best["val_acc"]:
+                self.best = {"val_acc": val["acc"], "epoch": epoch}
+                atomic_torch_save({"model": self.model.state_dict(), "epoch": epoch}, os.path.join(self.run_dir, "best.pt"))
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                self.ckpt.save(epoch, self.checkpoint_state(epoch))
+            epochs_bar.set_postfix(stage=row["stage"], val=f"{val['acc'] if val['acc'] is not None else float('nan'):.1f}",
+                                   J=f"{row['similarity_avg']:.4f}" if row["similarity_avg"] is not None else "-")
+            for event in row["events"]:
+                tqdm.write(f"[epoch {epoch}] {event}")
+        epochs_bar.close()
+        if writer is not None:
+            writer.close()
+        return self.finish()
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
+                "elapsed": self.elapsed, "time_to_prune": self.time_to_prune,
+                "rng": {"torch": torch.get_rng_state(), "data": self.bundle.train.generator.get_state()
+                        if getattr(self.bundle.train, "generator", None) is not None else torch.get_rng_state()}}
+
+    def finish(self) -> dict:
+        """Test the final (and best-on-validation) model, save the model and the summary, plot."""
+        final_test = self.evaluate(self.test_loader)
+        best_test = None
+        best_path = os.path.join(self.run_dir, "best.pt")
+        if os.path.exists(best_path) and self.best["epoch"] is not None:
+            twin = copy.deepcopy(self.model)
+            twin.load_state_dict(torch.load(best_path, weights_only=True)["model"])
+            best_test = self.evaluate(self.test_loader, twin)["acc"]
+        arch = {"model": self.cfg.model, "model_options": self.cfg.model_options,
+                "num_classes": self.bundle.num_classes, "in_channels": self.bundle.in_channels,
+                "image_size": self.bundle.image_size, "dataset": self.bundle.name,
+                "mean": list(self.bundle.mean), "std": list(self.bundle.std),
+                "pruning": self.method.architecture()}
+        atomic_write_text(os.path.join(self.run_dir, "architecture.json"), json.dumps(arch, indent=1))
+        atomic_torch_save({"architecture": arch, "state_dict": self.model.state_dict()},
+                          os.path.join(self.run_dir, "final_model.pt"))
+        channels = self.method.kept_channels()
+        if channels:
+            atomic_write_text(os.path.join(self.run_dir, "channels.json"), json.dumps({"layers": channels}, indent=1))
+        last = _last_metrics(os.path.join(self.run_dir, "metrics.jsonl"))
+        summary = {"method": self.cfg.method, "model": self.cfg.model, "dataset": self.bundle.name,
+                   "epochs": self.cfg.epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
+                   **self.method.summary(),
+                   "final_val_acc": last.get("val_acc"), "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
+                   "best_epoch": self.best["epoch"], "final_test_acc": final_test["acc"], "best_test_acc": best_test,
+                   "wall_time": self.elapsed, "time_to_prune": self.time_to_prune,
+                   "run_dir": os.path.abspath(self.run_dir)}
+        for k in ("flops", "params"):
+            if summary.get(f"dense_{k}"):
+                summary[f"{k}_ratio"] = summary[f"final_{k}"] / summary[f"dense_{k}"]
+        atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=1))
+        try:
+            from .reporting import write_all_plots
+            summary["plots"] = write_all_plots(self.run_dir)
+        except Exception as exc:  # plots are a convenience; never lose a finished run over them
+            summary["plots_error"] = f"{type(exc).__name__}: {exc}"
+        return summary
+
+    # -- logging ----------------------------------------------------------------------------
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed: metrics.jsonl still has everything
+            return None
+        return SummaryWriter(os.path.join(self.run_dir, "tb"))
+
+    @staticmethod
+    def _log_tb(writer, row: dict) -> None:
+        if writer is None:
+            return
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None \
+                    and math.isfinite(value) and key != "epoch":
+                writer.add_scalar(key, value, row["epoch"])
+        writer.flush()
+
+
+def _last_metrics(path: str) -> dict:
+    last = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    last = json.loads(line)
+    return last
+
+
+def format_summary(s: dict) -> str:
+    """The one-screen summary printed at the end of a run."""
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}%"
+
+    def mega(v):
+        return "-" if v is None else f"{v / 1e6:.2f}M"
+
+    lines = [f"run        {s.get('run_dir')}",
+             f"method     {s.get('method')}  model {s.get('model')}  data {s.get('dataset')}  epochs {s.get('epochs')}",
+             f"FLOPs      {mega(s.get('dense_flops'))} -> {mega(s.get('final_flops'))}"
+             + (f"  ({100 * (1 - s['flops_ratio']):.2f}% removed, target {100 * s['target']:.1f}%)"
+                if s.get("flops_ratio") is not None and s.get("target") else ""),
+             f"params     {mega(s.get('dense_params'))} -> {mega(s.get('final_params'))}",
+             f"stages     t_sl-start = {s.get('t_sl_start')}   t* = {s.get('t_star')}",
+             f"accuracy   val final {pct(s.get('final_val_acc'))}  best {pct(s.get('best_val_acc'))} (epoch {s.get('best_epoch')})"
+             f"   test final {pct(s.get('final_test_acc'))}  best-val model {pct(s.get('best_test_acc'))}",
+             f"time       {s.get('wall_time', 0):.1f}s total" + (f", {s['time_to_prune']:.1f}s to t*" if s.get("time_to_prune") else "")]
+    if s.get("plots"):
+        lines.append(f"plots      {os.path.dirname(s['plots'][0])}")
+    return "\n".join(lines)

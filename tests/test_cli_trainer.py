@@ -1,0 +1,104 @@
+"""Command-line end-to-end run on synthetic data; config errors; recipes."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from ocspruner.cli import main
+from ocspruner.config import ConfigError, ScheduleConfig, load_config
+from ocspruner.recipe import lr_at
+
+SYNTH = ["--dataset", "synthetic", "--model", "tiny_convnet", "--no-progress", "--threads", "1",
+         "data.options={num_samples: 96, num_test: 32, num_classes: 4}", "data.image_size=16",
+         "data.batch_size=32"]
+FAST = ["pruning.window=2", "pruning.offset=1", "pruning.tau=1.0", "pruning.epsilon=0.02",
+        "pruning.lambda0=0.5", "pruning.delta=0.5"]
+
+
+def test_cli_end_to_end_writes_every_output(tmp_path, capsys):
+    rc = main(["train", "--epochs", "10", "--out", str(tmp_path), "--name", "run", *SYNTH, *FAST])
+    assert rc == 0
+    run = tmp_path / "run"
+    for f in ["config.yaml", "metrics.jsonl", "summary.json", "final_model.pt", "architecture.json",
+              "channels.json", "best.pt", "plots/stability.png", "plots/channels.png", "plots/curves.png"]:
+        assert (run / f).is_file(), f
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(run / "tb"))
+    assert len(os.listdir(run / "checkpoints")) == 2                 # last N kept
+    rows = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == list(range(10))
+    for key in ("train_loss", "train_acc", "val_acc", "similarity", "similarity_avg", "lambda", "stage",
+                "flops", "params", "epoch_time"):
+        assert key in rows[0]
+    assert rows[0]["similarity"] is None and rows[-1]["stage"] == "pruned"
+    assert all(0 <= r["train_acc"] <= 100 and r["epoch_time"] > 0 for r in rows)
+    s = json.load(open(run / "summary.json"))
+    assert s["t_star"] is not None and s["final_flops"] <= 0.5 * s["dense_flops"] + 1e-6
+    assert s["final_flops"] >= 0.49 * s["dense_flops"]
+    assert s["wall_time"] > 0 and s["final_test_acc"] is not None and s["best_epoch"] >= s["t_star"]
+    # the final model loads with weights_only and matches the architecture description
+    blob = torch.load(run / "final_model.pt", weights_only=True)
+    kept = blob["architecture"]["pruning"]["kept"]
+    assert sum(len(v) for v in kept.values()) < sum(size for _, size in blob["architecture"]["pruning"]["groups"])
+    out = capsys.readouterr().out
+    assert "run directory:" in out and "t* =" in out
+
+
+def test_dense_method_same_loop(tmp_path):
+    rc = main(["train", "--epochs", "2", "--method", "dense", "--out", str(tmp_path), "--name", "d", *SYNTH])
+    assert rc == 0
+    s = json.load(open(tmp_path / "d" / "summary.json"))
+    assert s["method"] == "dense" and s["final_flops"] == s["dense_flops"] and s["t_star"] is None
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pruning.tagret=0.5"], "unknown config key 'pruning.tagret'; did you mean 'pruning.target'?"),
+    (["epochs=ten"], "config key 'epochs' expects int"),
+    (["--target", "1.5"], "target must be a fraction"),
+    (["--dataset", "fashion_mnist", "--data-root", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--config", "no_such_config"], "not found"),
+    (["optim.name=lion"], "unknown optim.name"),
+])
+def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
+    rc = main(["train", "--out", str(tmp_path), "--epochs", "1", "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert needle in err
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: resnet56\npruning:\n  target: 0.3\n")
+    cfg = load_config(str(path), overrides=["pruning.epsilon=0.002", "data.name=cifar10"])
+    assert cfg.model == "resnet56" and cfg.pruning.target == 0.3 and cfg.pruning.epsilon == 0.002
+    assert cfg.data.name == "cifar10"
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(str(path))
+
+
+def test_shipped_configs_all_load():
+    from ocspruner.config import CONFIG_DIR
+    names = [f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml")]
+    assert "cpu_default" in names
+    for n in names:
+        load_config(n)
+
+
+def test_lr_schedules():
+    cos = ScheduleConfig(name="cosine")
+    assert lr_at(0, 10, 0.1, cos) == pytest.approx(0.1)
+    assert lr_at(5, 10, 0.1, cos) == pytest.approx(0.05)
+    ms = ScheduleConfig(name="multistep", milestones=[90, 180, 240, 270], gamma=0.2)   # Table 8 CIFAR
+    assert lr_at(89.9, 300, 0.1, ms) == pytest.approx(0.1)
+    assert lr_at(185, 300, 0.1, ms) == pytest.approx(0.1 * 0.04)
+    assert lr_at(299, 300, 0.1, ms) == pytest.approx(0.1 * 0.2 ** 4)
+    assert lr_at(25, 100, 1.0, ScheduleConfig(name="step", step_size=10, gamma=0.5)) == pytest.approx(0.25)
+    assert lr_at(5, 10, 1.0, ScheduleConfig(name="linear")) == pytest.approx(0.5)
+    warm = ScheduleConfig(name="cosine", warmup_epochs=2)
+    assert lr_at(1, 10, 0.1, warm) == pytest.approx(0.05, rel=1e-6)
+    assert math.isclose(lr_at(2, 10, 0.1, warm), 0.1)
