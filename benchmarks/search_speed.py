@@ -243,6 +243,13 @@ def bench_model(name: str, args) -> dict:
     res["ours_search"] = {"times_s": times, "median_s": median(times), "cold_s": cold,
                           "reduction": part.reduction, "removed_channels": part.removed_channels}
 
+    evals = []
+    for _ in range(max(args.repeats, 10)):
+        t = now()
+        pruner.cost_model.evaluate(part.keep, "flops")
+        evals.append(now() - t)
+    res["ours_search"]["cost_model_evaluate_median_s"] = median(evals)
+
     # -- (b) our saliency + search -----------------------------------------------------------------
     times, score_times = [], []
     for _ in range(args.repeats):
@@ -434,6 +441,7 @@ def print_model(name: str, r: dict) -> None:
         ("(a) ours: search (median)", f"{fmt_s(a['median_s'])}  (cold {fmt_s(a['cold_s'])})",
          "<= 50 ms" if name == "resnet50" else "",
          ok(g["resnet50_search_le_50ms"]) if name == "resnet50" else ""),
+        ("    one cost-model evaluation (median)", fmt_s(a["cost_model_evaluate_median_s"]), "", ""),
         ("(b) ours: saliency + search (median)",
          f"{fmt_s(b['median_s'])}  (saliency {fmt_s(b['saliency_only_median_s'])})", "", ""),
         ("(c) reference bisection (median)", f"{fmt_s(ref['median_s'])}  (n={len(ref['times_s'])})", "", ""),
@@ -496,6 +504,53 @@ def _table(title: str, rows) -> None:
     print(line, flush=True)
 
 
+def cpu_busy_fraction(interval: float = 1.0) -> float | None:
+    """Fraction of all CPU time spent busy over ``interval`` seconds (Linux /proc/stat), taken
+    while this process sleeps: a sign that another process competes for the cores."""
+    def read():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return idle, sum(vals)
+    try:
+        i0, t0 = read()
+        time.sleep(interval)
+        i1, t1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def check_quiet(label: str) -> dict:
+    busy = cpu_busy_fraction()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if busy is not None and busy > 0.25:
+        print(f"WARNING ({label}): the CPUs were {busy:.0%} busy while this benchmark was idle; another "
+              f"process competes for the cores and the timings are unreliable", flush=True)
+    return {"cpu_busy_while_idle": busy, "loadavg": list(load) if load else None}
+
+
+def code_info() -> dict:
+    """Which engine code was measured: git HEAD, files of ocspruner/ changed since, content hash.
+    Read-only git queries only (no index refresh)."""
+    import hashlib
+    import subprocess
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", "--no-optional-locks", *a], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=20).stdout.rstrip("\n")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "ocspruner").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    return {"git_head": git("rev-parse", "HEAD").strip(),
+            "ocspruner_uncommitted": [ln[3:] for ln in git("status", "--porcelain", "--", "ocspruner").splitlines()],
+            "ocspruner_sha256": h.hexdigest()}
+
+
 def machine_info(threads: int) -> dict:
     cpu = ""
     try:
@@ -539,16 +594,19 @@ def main(argv=None) -> int:
     print(f"torch {info['torch']}, torch-pruning {info['torch_pruning']}, threads {info['threads']}, "
           f"cpu '{info['cpu_model'] or info['processor']}', {info['date']}", flush=True)
 
-    results = {"machine": info, "args": vars(args), "models": {}}
+    results = {"machine": info, "code": code_info(), "args": vars(args), "models": {}, "quiet_checks": {"start": check_quiet("start")}}
     for name in models:
         print(f"\n== {name} ==", flush=True)
+        results["quiet_checks"][name] = check_quiet(name)
         r = bench_model(name, args)
         results["models"][name] = r
         print_model(name, r)
     if not args.skip_reg:
         print("\n== regularisation overhead ==", flush=True)
+        results["quiet_checks"]["regularisation"] = check_quiet("regularisation")
         results["regularisation"] = bench_regularisation(args)
         print_reg(results["regularisation"])
+    results["quiet_checks"]["end"] = check_quiet("end")
     results["total_runtime_s"] = now() - t_total
 
     goals = {f"{m}.{k}": v for m, r in results["models"].items() for k, v in r["goals_met"].items()}

@@ -164,6 +164,13 @@ class CostModel:
         kept = self.kept_counts(keep)
         return (coef * kept[factors].prod(dim=1)).sum()
 
+    def marginal_costs(self, keep: torch.Tensor, metric: str = "flops") -> torch.Tensor:
+        """d Psi / d keep_c at ``keep`` for every channel: the cost of giving one channel back
+        (or the saving of removing it), to first order, from one backward pass."""
+        x = keep.to(torch.float64).detach().requires_grad_(True)
+        self.evaluate(x, metric).backward()
+        return x.grad
+
     def per_layer(self, keep: torch.Tensor, metric: str = "flops") -> dict[str, float]:
         """Cost of every layer (module name -> value) at a keep vector."""
         coef, factors = self._compiled[metric]

@@ -34,6 +34,22 @@ def list_criteria() -> list[str]:
     return sorted(_CRITERIA)
 
 
+def _power_sum_except(w: torch.Tensor, dim: int, p: float) -> torch.Tensor:
+    """sum |w|^p over every dimension but ``dim``.
+
+    Trailing dimensions go first through the fused ``vector_norm`` (contiguous, no |w|^p
+    temporary the size of the weight), leading ones after on the much smaller result. A single
+    norm over (0, 2, 3) -- a conv's input-channel axis -- is ~10x slower on CPU.
+    """
+    if w.dim() > dim + 1:
+        w = torch.linalg.vector_norm(w, ord=p, dim=tuple(range(dim + 1, w.dim()))).pow(p)
+    else:
+        w = w.abs().pow(p)
+    if dim > 0:
+        w = w.sum(dim=tuple(range(dim)))
+    return w
+
+
 def slice_power_sums(param: torch.Tensor, s: ParamSlice, size: int, p: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per group channel: (sum of |w|^p over the slice's elements, number of elements).
 
@@ -41,12 +57,10 @@ def slice_power_sums(param: torch.Tensor, s: ParamSlice, size: int, p: float = 2
     linear layer owns H*W columns); ``index_add`` folds them together.
     """
     w = param.detach()
-    if not s.covers_dim(w.shape):  # copy only when the group owns part of the dimension
-        w = w.index_select(s.dim, s.positions)
-    other = [d for d in range(w.dim()) if d != s.dim]
-    per_pos = torch.linalg.vector_norm(w, ord=p, dim=other).to(torch.float64).pow(p) if other \
-        else w.abs().to(torch.float64).pow(p)
-    sums = torch.zeros(size, dtype=torch.float64).index_add_(0, s.channels, per_pos.cpu())
+    per_pos = _power_sum_except(w, s.dim, p).to(torch.float64).cpu()
+    if not s.covers_dim(w.shape):
+        per_pos = per_pos[s.positions]
+    sums = torch.zeros(size, dtype=torch.float64).index_add_(0, s.channels, per_pos)
     counts = torch.zeros(size, dtype=torch.float64).index_add_(
         0, s.channels, torch.full((len(s.positions),), float(s.numel_per_position(w.shape)), dtype=torch.float64))
     return sums, counts
