@@ -161,6 +161,7 @@ class OCSPruner:
         t = epoch
         report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction)
         self.regularizing = False
+        in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
         if self.stage == SEARCH:
             start = (cfg.sl_start_epoch == t) if cfg.sl_start_epoch is not None else \
                 stability.sl_start_reached(self.avg, t, cfg.tau, self._lag)
@@ -181,7 +182,7 @@ class OCSPruner:
                 report.events.append(f"stable: J_avg = {self.avg[t]:.6f} >= 1 - epsilon")
         forced = (cfg.prune_epoch is not None and t >= cfg.prune_epoch) or \
                  (cfg.max_prune_epoch is not None and t >= cfg.max_prune_epoch)
-        stable = self.stage == SPARSITY and stability.is_stable(self.avg, t, cfg.epsilon)
+        stable = in_sparsity and stability.is_stable(self.avg, t, cfg.epsilon)
         if stable or forced:
             if forced and not stable:
                 report.events.append(f"pruning forced at epoch {t}")

@@ -171,3 +171,14 @@ def test_epoch_out_of_order_is_a_clear_error():
     pruner = OCSPruner(model, torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="out of order"):
         pruner.epoch_start(3)
+
+
+def test_no_prune_in_the_epoch_sparsity_learning_starts():
+    """Alg. 1: the t* test is the else-branch of 'not SL_STAGE', so even an already-stable
+    sub-network is pruned one epoch after t_sl-start at the earliest."""
+    model = create_model("tiny_convnet", num_classes=4)
+    pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.4, window=2, offset=1, tau=1.0, epsilon=0.9)
+    reports = _loop(model, pruner, torch.optim.SGD(model.parameters(), lr=0.05), 7, _data())
+    # window 2, offset 1, lag 2: J_avg^t - J_avg^{t-2} first exists at t = 4
+    assert pruner.t_sl_start == 4 and pruner.t_star == 5
+    assert [r.stage for r in reports] == [SEARCH] * 4 + [SPARSITY] + [PRUNED] * 2
