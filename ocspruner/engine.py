@@ -6,9 +6,14 @@ Usage, with any model, optimizer and loop::
     for epoch in range(epochs):
         report = pruner.epoch_start(epoch, optimizer)   # M_t, J, stage changes, prune at t*
         for x, y in loader:
-            loss = criterion(model(x), y) + pruner.penalty()   # Eq. 8 (0 outside sparsity learning)
-            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            loss = criterion(model(x), y)
+            optimizer.zero_grad(); loss.backward()
+            pruner.after_backward()                             # Eq. 8 (no-op outside sparsity learning)
+            optimizer.step()
             pruner.after_step(optimizer)                        # Eq. 9
+
+``pruner.after_backward()`` adds Eq. 8's gradient directly; ``loss + pruner.penalty()`` is the
+equivalent loss-term form.
         scheduler.step()
 
 Stages: ``search`` (dense training while the stability indicator is watched), ``sparsity``
@@ -198,6 +203,15 @@ class OCSPruner:
             p = next(self.model.parameters())
             return torch.zeros((), device=p.device, dtype=p.dtype)
         return self.lam * self.regularizer.penalty(self.model)
+
+    def after_backward(self, grad_scale: float = 1.0) -> None:
+        """Eq. 8 as a gradient: adds lambda_t * w/||w|| for the pruning-group slices to ``.grad``.
+
+        Use this OR ``loss + penalty()``, not both. It is the cheaper path (no autograd graph).
+        With a GradScaler, call ``scaler.unscale_(optimizer)`` first, or pass the current scale.
+        """
+        if self.regularizing and self.config.use_eq8 and self.lam > 0:
+            self.regularizer.add_gradient_(self.model, self.lam * grad_scale)
 
     def after_step(self, lr_or_optimizer) -> None:
         """Eq. 9 after each optimizer step: pruning-group slices *= (1 - lambda_t * lr_t)."""

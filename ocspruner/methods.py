@@ -46,8 +46,8 @@ class Method:
     def epoch_start(self, epoch: int, optimizer) -> dict:
         return {}
 
-    def penalty(self) -> Optional[torch.Tensor]:
-        return None
+    def after_backward(self) -> None:
+        """Called after loss.backward() (gradients unscaled), before optimizer.step()."""
 
     def after_step(self, optimizer) -> None:
         pass
@@ -111,8 +111,8 @@ class OCSPrunerMethod(Method):
                 "flops_reduction": 1 - float(cm.evaluate(keep, "flops")) / cm.dense["flops"],
                 "events": rep.events, "pruned": rep.pruned, "sl_started": rep.sl_started}
 
-    def penalty(self):
-        return self.engine.penalty()
+    def after_backward(self) -> None:
+        self.engine.after_backward()
 
     def after_step(self, optimizer) -> None:
         self.engine.after_step(optimizer)

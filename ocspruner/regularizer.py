@@ -95,12 +95,33 @@ class GroupRegularizer:
         return total
 
     @torch.no_grad()
+    def add_gradient_(self, model: nn.Module, scale: float) -> None:
+        """Add ``scale`` * d/dw of Eq. 8's sum straight into ``.grad`` (= scale * w/||w|| on each
+        pruned channel's slice): the same gradient as backpropagating ``scale * penalty()``,
+        without building or traversing an autograd graph (about half the cost per step)."""
+        params = dict(model.named_parameters())
+        for t in self.targets:
+            p = params[t.name]
+            w = p.detach().index_select(t.dim, t.positions)
+            trailing = tuple(range(t.dim + 1, w.dim()))
+            sq = torch.linalg.vector_norm(w, dim=trailing).pow(2) if trailing else w.pow(2)
+            if t.dim > 0:
+                sq = sq.sum(dim=tuple(range(t.dim)))
+            per_channel = torch.zeros(t.n_channels, dtype=sq.dtype, device=sq.device).index_add_(0, t.channels, sq)
+            inv = per_channel.clamp_min(1e-24).rsqrt()[t.channels]
+            shape = [1] * w.dim()
+            shape[t.dim] = -1
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.index_add_(t.dim, t.positions, w * (inv.view(shape) * scale))
+
+    @torch.no_grad()
     def shrink_(self, model: nn.Module, factor: float) -> None:
         """Eq. 9: multiply every slice of the pruning groups by ``factor`` = 1 - lambda_t * lr_t."""
         if factor == 1.0 or not self._buckets:
             return
         params = dict(model.named_parameters())
         for names, inds in self._buckets:
-            mult = torch._foreach_mul(inds, factor - 1.0)   # 0 elsewhere, factor-1 on pruned slices
-            torch._foreach_add_(mult, 1.0)                  # 1 elsewhere, factor on pruned slices
-            torch._foreach_mul_([params[n].data for n in names], mult)
+            data = [params[n].data for n in names]
+            # w += (factor - 1) * w * indicator: factor on the pruned slices, 1 elsewhere; one fused call
+            torch._foreach_addcmul_(data, data, inds, value=factor - 1.0)

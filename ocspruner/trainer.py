@@ -116,17 +116,18 @@ class Trainer:
             with self._autocast():
                 out = self.model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
-            penalty = self.method.penalty()
-            total_loss = loss + penalty.to(loss.dtype) if penalty is not None else loss
-            if not torch.isfinite(total_loss):
-                raise TrainingDiverged(f"loss became {total_loss.item()} at epoch {epoch}, batch {i}")
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, batch {i}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
-                self.scaler.scale(total_loss).backward()
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)      # the method's gradient terms see true grads
+                self.method.after_backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                total_loss.backward()
+                loss.backward()
+                self.method.after_backward()
                 self.optimizer.step()
             self.method.after_step(self.optimizer)
             loss_sum += loss.item() * len(y)

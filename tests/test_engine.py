@@ -24,7 +24,7 @@ def _data(n=64, seed=0):
 
 
 def _loop(model, pruner, opt, epochs, data, start=0):
-    """Any user's training loop: three engine calls."""
+    """Any user's training loop: the engine's calls (Eq. 8 in its loss-term form here)."""
     reports = []
     for epoch in range(start, epochs):
         reports.append(pruner.epoch_start(epoch, opt))

@@ -100,3 +100,21 @@ def test_eq8_eq9_switches(convbnconv):
     w = convbnconv.conv1.weight.detach().clone()
     pruner.after_step(0.1)
     assert torch.equal(w, convbnconv.conv1.weight.detach())
+
+
+def test_after_backward_gradient_equals_autograd_of_penalty():
+    """The fast Eq. 8 path adds exactly the gradient of lambda * penalty()."""
+    m = create_model("tiny_convnet")
+    pruner = OCSPruner(m, torch.randn(1, 3, 16, 16), target=0.5)
+    part = pruner.partition()
+    pruner.regularizer.set_pruned(m, ~part.keep)
+    pruner.lam, pruner.regularizing = 0.3, True
+    m.zero_grad()
+    pruner.penalty().backward()
+    auto = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad(set_to_none=True)
+    pruner.after_backward()
+    fast = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    assert set(auto) == set(fast) and len(fast) >= 2
+    for n in auto:
+        assert torch.allclose(auto[n], fast[n], atol=1e-6), n
