@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. pruning.epsilon=1e-3")
+    c = sub.add_parser("compare", help="run several methods x seeds on one task and tabulate them")
+    c.add_argument("--methods", default="dense,ocspruner",
+                   help="comma list; a method may carry options as name:key=value+key=value")
+    c.add_argument("--seeds", default="0", help="comma list of seeds")
+    c.add_argument("--out-dir", dest="compare_out", default="runs/compare", help="where tables, plots and runs go")
+    c.add_argument("--fig4", default=None, help="comma list of pruning epochs for the paper's Fig. 4")
+    for action in t._actions:   # the same shorthands as 'train'
+        if action.option_strings and action.dest not in ("help", "out", "name", "seed", "method"):
+            c._add_action(action)
+    c.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
     sub.add_parser("models", help="list registered models")
     sub.add_parser("methods", help="list training methods")
     sub.add_parser("datasets", help="list datasets")
@@ -56,6 +66,23 @@ def _train(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from .compare import run_compare
+
+    updates = {key: getattr(args, flag) for flag, key in SHORTHANDS.items()
+               if flag not in ("out", "name", "seed", "method") and getattr(args, flag, None) is not None}
+    if args.no_progress:
+        updates["progress"] = False
+    # '+' separates options inside one method so that ',' can separate methods
+    methods = [m.replace("+", ",") for m in args.methods.split(",") if m]
+    seeds = [int(x) for x in args.seeds.split(",") if x != ""]
+    fig4 = [int(x) for x in args.fig4.split(",")] if args.fig4 else None
+    result = run_compare(methods, seeds, args.compare_out, args.config, args.overrides, updates, fig4)
+    print(open(f"{args.compare_out}/compare.md").read())
+    print(f"tables and plots in {args.compare_out}")
+    return 0 if result["rows"] else 1
+
+
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*Unwrapped parameters.*")
     args = _parser().parse_args(argv)
@@ -72,6 +99,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "compare":
+            return _compare(args)
         if args.command == "models":
             from .models import list_models
             print("\n".join(list_models()))

@@ -57,7 +57,8 @@ class OCSConfig:
     tau: float = 1e-4                   # Eq. 5 threshold
     epsilon: float = 1e-3               # Eq. 6 threshold
     sl_start_epoch: Optional[int] = None   # fixed t_sl-start (Table 4 / CIFAR recipe) instead of Eq. 5
-    prune_epoch: Optional[int] = None      # fixed pruning epoch: no stability search for t*
+    sparsity_learning: bool = True         # False: never regularise (pruning at init, two-cycle baselines)
+    prune_epoch: Optional[int] = None      # fixed t*: prune at this epoch, no stability search (Eq. 6 unused)
     max_prune_epoch: Optional[int] = None  # cap: prune at this epoch at the latest
     identity_similarity: bool = True    # False: PaT's count-only indicator
     per_layer_average: bool = False     # Eq. 3 averaged over layers instead of groups
@@ -170,14 +171,14 @@ class OCSPruner:
         if self.stage == SEARCH:
             start = (cfg.sl_start_epoch == t) if cfg.sl_start_epoch is not None else \
                 stability.sl_start_reached(self.avg, t, cfg.tau, self._lag)
-            if start and cfg.prune_epoch is None:
+            if start and cfg.sparsity_learning:
                 # Algorithm 1 lines 8-10: epoch t still trains without regularisation;
                 # sparsity learning begins with the next epoch.
                 self.stage, self.t_sl_start = SPARSITY, t
                 report.sl_started = True
                 report.events.append(f"t_sl-start = {t}")
         elif self.stage == SPARSITY:
-            if not stability.is_stable(self.avg, t, cfg.epsilon):
+            if cfg.prune_epoch is not None or not stability.is_stable(self.avg, t, cfg.epsilon):
                 self.lam = growing_lambda(t, self.t_sl_start, cfg.lambda0, cfg.delta,
                                           cfg.lambda_interval, cfg.lambda_mode)            # Eq. 7
                 self.regularizer.set_pruned(self.model, ~part.keep)                      # G_prune^t
@@ -187,7 +188,7 @@ class OCSPruner:
                 report.events.append(f"stable: J_avg = {self.avg[t]:.6f} >= 1 - epsilon")
         forced = (cfg.prune_epoch is not None and t >= cfg.prune_epoch) or \
                  (cfg.max_prune_epoch is not None and t >= cfg.max_prune_epoch)
-        stable = in_sparsity and stability.is_stable(self.avg, t, cfg.epsilon)
+        stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(self.avg, t, cfg.epsilon)
         if stable or forced:
             if forced and not stable:
                 report.events.append(f"pruning forced at epoch {t}")

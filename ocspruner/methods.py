@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from .cost import CostModel
 from .dependency import ChannelSpace
-from .engine import OCSPruner
+from .engine import OCSConfig, OCSPruner
+from .recipe import lr_at
 
 _METHODS: Dict[str, Callable[[], "Method"]] = {}
 
@@ -43,6 +44,15 @@ class Method:
     def setup(self, model: nn.Module, example_inputs, cfg) -> None:
         self.model, self.example_inputs, self.cfg = model, example_inputs, cfg
 
+    def total_epochs(self) -> int:
+        """Epochs the loop runs (a two-cycle pipeline adds its fine-tuning epochs)."""
+        return self.cfg.epochs
+
+    def learning_rate(self, epoch: float) -> float:
+        """Learning rate at fractional epoch ``epoch`` (the recipe's schedule by default)."""
+        c = self.cfg
+        return lr_at(epoch, c.epochs, c.optim.lr, c.schedule)
+
     def epoch_start(self, epoch: int, optimizer) -> dict:
         return {}
 
@@ -51,6 +61,13 @@ class Method:
 
     def after_step(self, optimizer) -> None:
         pass
+
+    def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
+        """Called once by the trainer after setup: methods that need data of their own (ATO's
+        controller subset) take it here."""
+
+    def on_train_end(self, optimizer) -> None:
+        """Called after the last epoch, before the final evaluation."""
 
     def state_dict(self) -> dict:
         return {}
@@ -89,17 +106,34 @@ class DenseMethod(Method):
 
 @register_method("ocspruner")
 class OCSPrunerMethod(Method):
-    """OCSPruner (Algorithm 1) through the engine."""
+    """OCSPruner (Algorithm 1) through the engine. Subclasses are the paper's points of
+    comparison and the classic baselines: each is a PRESET of engine settings, nothing more.
+
+    ``cfg.method_options`` holds options of the method (``options``) and, for anything else,
+    overrides of the engine config (e.g. ``{criterion: layer_l2}`` for the Table 5 ablation).
+    """
+
+    options: dict = {}
+
+    def preset(self, opts: dict) -> dict:
+        """Engine settings that define this method (on top of ``cfg.pruning``)."""
+        return {}
 
     def setup(self, model, example_inputs, cfg) -> None:
         super().setup(model, example_inputs, cfg)
-        pruning = dataclasses.replace(cfg.pruning)
-        last = cfg.epochs - 1
+        given = dict(cfg.method_options)
+        self.opts = {**self.options, **{k: given.pop(k) for k in list(given) if k in self.options}}
+        fields = set(OCSConfig.__dataclass_fields__)
+        unknown = sorted(set(given) - fields)
+        if unknown:
+            raise ValueError(f"unknown method option '{unknown[0]}' for method '{self.name}'; valid: "
+                             f"{', '.join(sorted(self.options))} or any pruning.* key")
+        pruning = dataclasses.replace(cfg.pruning, **{**self.preset(self.opts), **given}).validate()
+        last = self.total_epochs() - 1
         # a run always ends at the budget: prune by the last epoch at the latest
         if pruning.max_prune_epoch is None or pruning.max_prune_epoch > last:
             pruning.max_prune_epoch = last
-        self.engine = OCSPruner(model, example_inputs, pruning, **cfg.method_options)
-        self.t_star_time: Optional[float] = None
+        self.engine = OCSPruner(model, example_inputs, pruning)
 
     def epoch_start(self, epoch, optimizer) -> dict:
         rep = self.engine.epoch_start(epoch, optimizer)
@@ -123,16 +157,18 @@ class OCSPrunerMethod(Method):
     def load_state_dict(self, state, optimizer=None) -> None:
         self.engine.load_state_dict(state, optimizer)
 
+    def _final_keep(self) -> torch.Tensor:
+        e = self.engine
+        return e.final_keep if e.final_keep is not None else torch.ones(e.space.num_channels, dtype=torch.bool)
+
     def architecture(self) -> Optional[dict]:
         e = self.engine
-        keep = e.final_keep if e.final_keep is not None else torch.ones(e.space.num_channels, dtype=torch.bool)
         return {"groups": [[g.key, g.size] for g in e.space.groups],
-                "kept": {k: sorted(v) for k, v in e.space.subnetwork(keep).items()}}
+                "kept": {k: sorted(v) for k, v in e.space.subnetwork(self._final_keep()).items()}}
 
     def kept_channels(self) -> list:
-        e = self.engine
-        keep = e.final_keep if e.final_keep is not None else torch.ones(e.space.num_channels, dtype=torch.bool)
-        return [{"name": n, "kept": k, "original": o} for n, (k, o) in e.cost_model.kept_channels_per_layer(keep).items()]
+        pairs = self.engine.cost_model.kept_channels_per_layer(self._final_keep())
+        return [{"name": n, "kept": k, "original": o} for n, (k, o) in pairs.items()]
 
     def summary(self) -> dict:
         e, cm = self.engine, self.engine.cost_model
@@ -140,3 +176,236 @@ class OCSPrunerMethod(Method):
                 "dense_flops": cm.dense["flops"], "dense_params": cm.dense["params"],
                 "final_flops": e.current_cost("flops"), "final_params": e.current_cost("params"),
                 "pruned": e.t_star is not None}
+
+
+@register_method("ocspruner_fixed")
+class FixedEpochOCSPruner(OCSPrunerMethod):
+    """OCSPruner with t* fixed in advance (no stability search): the paper's comparison with
+    pruning at a chosen epoch (0 = at initialisation with sparsity learning impossible)."""
+
+    options = {"prune_epoch": None}   # default: 30% of the epochs
+
+    def preset(self, opts):
+        epoch = opts["prune_epoch"] if opts["prune_epoch"] is not None else int(round(0.3 * self.cfg.epochs))
+        return {"prune_epoch": epoch}
+
+
+@register_method("pat")
+class PaTStability(OCSPrunerMethod):
+    """PaT-style stability: sub-networks compared by per-layer channel COUNTS only (the paper's
+    Sec. 3.3 contrast), everything else as OCSPruner."""
+
+    def preset(self, opts):
+        return {"identity_similarity": False}
+
+
+@register_method("random")
+class RandomStructure(OCSPrunerMethod):
+    """A random sub-network at the same FLOPs, pruned at initialisation and trained from scratch."""
+
+    def preset(self, opts):
+        return {"criterion": "random", "prune_epoch": 0, "sparsity_learning": False}
+
+
+@register_method("pai")
+class PruneAtInit(OCSPrunerMethod):
+    """Pruning at initialisation by Eq. 2 saliency at the same FLOPs, then training from scratch."""
+
+    def preset(self, opts):
+        return {"prune_epoch": 0, "sparsity_learning": False}
+
+
+@register_method("prune_finetune")
+class PruneFinetune(OCSPrunerMethod):
+    """The classic two-cycle pipeline: train the dense model for ``epochs``, prune it by Eq. 2
+    (DepGraph-style group saliency) and fine-tune for ``finetune_epochs`` with the same schedule
+    shape at ``finetune_lr``. With ``greg_epochs`` > 0, growing regularisation (GReg, via
+    Eq. 7-9) runs on the pruning groups for that many epochs before the prune. Both cycles run
+    on the one loop, so the reported wall time is the whole cost."""
+
+    options = {"finetune_epochs": None, "finetune_lr": None, "greg_epochs": 0}
+
+    def setup(self, model, example_inputs, cfg) -> None:
+        self.cfg = cfg
+        given = cfg.method_options
+        self.dense_epochs = cfg.epochs
+        ft = given.get("finetune_epochs")
+        self.finetune_epochs = int(ft) if ft is not None else max(1, cfg.epochs // 2)
+        lr = given.get("finetune_lr")
+        self.finetune_lr = float(lr) if lr is not None else 0.1 * cfg.optim.lr
+        super().setup(model, example_inputs, cfg)
+
+    def total_epochs(self) -> int:
+        return self.dense_epochs + self.finetune_epochs
+
+    def learning_rate(self, epoch: float) -> float:
+        c = self.cfg
+        if epoch < self.dense_epochs:
+            return lr_at(epoch, self.dense_epochs, c.optim.lr, c.schedule)
+        return lr_at(epoch - self.dense_epochs, self.finetune_epochs, self.finetune_lr, c.schedule)
+
+    def preset(self, opts):
+        greg = int(opts["greg_epochs"])
+        if not 0 <= greg < self.dense_epochs:
+            raise ValueError(f"greg_epochs must be in [0, epochs), got {greg}")
+        if greg:
+            # Alg. 1: sparsity learning starts the epoch after t_sl-start
+            return {"prune_epoch": self.dense_epochs, "sl_start_epoch": self.dense_epochs - greg - 1}
+        return {"prune_epoch": self.dense_epochs, "sparsity_learning": False}
+
+
+@register_method("greg")
+class GReg(PruneFinetune):
+    """Prune-and-fine-tune with growing regularisation before the prune (GReg-style)."""
+
+    options = {"finetune_epochs": None, "finetune_lr": None, "greg_epochs": None}
+
+    def preset(self, opts):
+        if opts["greg_epochs"] is None:
+            opts["greg_epochs"] = max(1, self.dense_epochs // 5)
+        return super().preset(opts)
+
+
+@register_method("ato")
+class AutoTrainOnce(Method):
+    """Auto-Train-Once (ATO paper), generic over DepGraph groups; see ``ato.py``.
+
+    The model trains dense; a controller proposes a channel mask; from T_w the masked-out
+    channels are projected by ATO Eq. 3 (threshold lr * lambda); the controller is trained every
+    ``controller_every`` steps from T_start to T_end on a ``subset`` of the training data with
+    CE(masked model) + gamma * R_FLOPs (ATO Eq. 4); the mask is frozen after T_end and the model
+    is pruned by it at the end of training. Defaults follow the paper (gamma 4, lambda 10,
+    T_start 10%, T_end 50%, T_w 20% of the epochs, 5% subset, Adam 1e-3).
+    """
+
+    options = {"gamma": 4.0, "lam": 10.0, "t_start": 0.1, "t_end": 0.5, "t_w": 0.2, "subset": 0.05,
+               "controller_lr": 1e-3, "controller_every": 20, "temperature": 0.4, "offset": 3.0}
+
+    def setup(self, model, example_inputs, cfg) -> None:
+        from .ato import Controller, controller_steps
+        from .partition import Partitioner
+
+        super().setup(model, example_inputs, cfg)
+        unknown = sorted(set(cfg.method_options) - set(self.options))
+        if unknown:
+            raise ValueError(f"unknown method option '{unknown[0]}' for method 'ato'; valid: {', '.join(sorted(self.options))}")
+        self.opts = {**self.options, **cfg.method_options}
+        self.target = cfg.pruning.target
+        self.space = ChannelSpace(model, example_inputs)
+        self.cost = CostModel(self.space)
+        self.partitioner = Partitioner(self.cost, "flops", max_prune_fraction=1.0)
+        self.partitioner.check_target(self.target)
+        device = next(model.parameters()).device
+        self.controller = Controller([g.size for g in self.space.groups], temperature=self.opts["temperature"],
+                                     offset=self.opts["offset"], seed=cfg.seed).to(device)
+        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=self.opts["controller_lr"])
+        self.c_start, self.c_end = controller_steps(cfg.epochs, self.opts["t_start"], self.opts["t_end"])
+        self.t_w = int(round(self.opts["t_w"] * cfg.epochs))
+        self.mask = torch.ones(self.space.num_channels, dtype=torch.bool)
+        self.epoch, self.step, self.final_keep = 0, 0, None
+        self.ctrl_data = None
+
+    def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
+        n = len(train_dataset)
+        k = max(1, int(round(self.opts["subset"] * n)))
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:k].tolist()
+        self.ctrl_data = torch.utils.data.DataLoader(torch.utils.data.Subset(train_dataset, idx),
+                                                     batch_size=min(batch_size, k), shuffle=True,
+                                                     generator=torch.Generator().manual_seed(seed + 2))
+        self._ctrl_iter = iter(self.ctrl_data)
+
+    def _ctrl_batch(self):
+        try:
+            return next(self._ctrl_iter)
+        except StopIteration:
+            self._ctrl_iter = iter(self.ctrl_data)
+            return next(self._ctrl_iter)
+
+    def epoch_start(self, epoch, optimizer) -> dict:
+        self.epoch = epoch
+        if self.c_start <= epoch <= self.c_end:        # the mask follows the controller until frozen
+            self.mask = self.controller.hard_mask().cpu()
+        keep = self._budget_keep(self.mask)
+        flops = float(self.cost.evaluate(keep, "flops"))
+        stage = "search" if epoch < self.c_start else ("controller" if epoch <= self.c_end else "frozen")
+        return {"stage": stage, "flops": flops, "params": float(self.cost.evaluate(keep, "params")),
+                "flops_reduction": 1 - flops / self.cost.dense["flops"],
+                "lambda": self.opts["lam"] if epoch >= self.t_w else 0.0}
+
+    def after_step(self, optimizer) -> None:
+        from .ato import prox_group_lasso_
+
+        self.step += 1
+        if self.epoch >= self.t_w:                     # ATO Eq. 3 on the masked-out groups
+            lr = float(optimizer.param_groups[0]["lr"])
+            prox_group_lasso_(self.model, self.space, ~self.mask, lr * self.opts["lam"])
+        if self.ctrl_data is not None and self.c_start <= self.epoch < self.c_end \
+                and self.step % self.opts["controller_every"] == 0:
+            self.controller_step()
+
+    def controller_step(self) -> float:
+        """One controller update, ATO Eq. 4: CE of the masked model + gamma * R_FLOPs."""
+        from .ato import ChannelMasker, flops_regularizer
+
+        x, y = self._ctrl_batch()
+        device = next(self.model.parameters()).device
+        x, y = x.to(device), y.to(device)
+        mask = self.controller(sample=True)
+        masker = ChannelMasker(self.space)
+        masker.mask = mask
+        with masker:
+            ce = torch.nn.functional.cross_entropy(self.model(x), y)
+        cost = self.cost.evaluate(mask.double().cpu(), "flops")
+        loss = ce + self.opts["gamma"] * flops_regularizer(cost, self.cost.dense["flops"], 1 - self.target).to(ce.dtype)
+        grads = torch.autograd.grad(loss, list(self.controller.parameters()), allow_unused=True)
+        for p, g in zip(self.controller.parameters(), grads):
+            p.grad = g
+        self.ctrl_opt.step()
+        self.ctrl_opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _budget_keep(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask, made to meet the budget: masked-out channels go first, then the least
+        salient (Eq. 2) of the rest, and every group keeps at least one channel."""
+        from .importance import group_l2
+
+        scores = group_l2(dict(self.model.named_parameters()), self.space)
+        scores = scores + torch.where(mask, scores.max() + 1.0, torch.zeros_like(scores))
+        keep = mask.clone()
+        if float(self.cost.evaluate(keep, "flops")) <= (1 - self.target) * self.cost.dense["flops"]:
+            for g in self.space.groups:              # never remove a whole group
+                local = keep[g.offset:g.offset + g.size]
+                if not bool(local.any()):
+                    keep[g.offset + int(torch.argmax(scores[g.offset:g.offset + g.size]))] = True
+            return keep
+        return self.partitioner.partition(scores, self.target).keep
+
+    def on_train_end(self, optimizer) -> None:
+        from .surgery import prune_to
+
+        self.final_keep = self._budget_keep(self.mask)
+        prune_to(self.model, self.space, self.final_keep, [optimizer])
+
+    def state_dict(self) -> dict:
+        return {"controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
+                "mask": self.mask.to(torch.uint8), "step": self.step}
+
+    def load_state_dict(self, state, optimizer=None) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.ctrl_opt.load_state_dict(state["ctrl_opt"])
+        self.mask, self.step = state["mask"].bool(), int(state["step"])
+
+    def architecture(self):
+        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+        return {"groups": [[g.key, g.size] for g in self.space.groups],
+                "kept": {k: sorted(v) for k, v in self.space.subnetwork(keep).items()}}
+
+    def kept_channels(self) -> list:
+        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+        return [{"name": n, "kept": k, "original": o} for n, (k, o) in self.cost.kept_channels_per_layer(keep).items()]
+
+    def summary(self) -> dict:
+        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+        return {"target": self.target, "dense_flops": self.cost.dense["flops"], "dense_params": self.cost.dense["params"],
+                "final_flops": float(self.cost.evaluate(keep, "flops")),
+                "final_params": float(self.cost.evaluate(keep, "params")), "pruned": self.final_keep is not None}

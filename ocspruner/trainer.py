@@ -24,7 +24,7 @@ import yaml
 from .checkpoint import CheckpointManager, atomic_write_text, atomic_torch_save
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
-from .recipe import build_optimizer, lr_at, set_lr
+from .recipe import build_optimizer, set_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,6 +78,8 @@ class Trainer:
         self.example_inputs = torch.randn(1, self.bundle.in_channels, size, size, device=self.device)
         self.method = method or create_method(cfg.method)
         self.method.setup(self.model, self.example_inputs, cfg)
+        self.method.bind_data(self.bundle.train, d.batch_size, cfg.seed)
+        self.total_epochs = self.method.total_epochs()   # a two-cycle pipeline trains longer
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
@@ -111,7 +113,7 @@ class Trainer:
         total = correct = 0
         loss_sum = 0.0
         for i, (x, y) in enumerate(self.train_loader):
-            set_lr(self.optimizer, lr_at(epoch + i / n_batches, self.cfg.epochs, self.cfg.optim.lr, self.cfg.schedule))
+            set_lr(self.optimizer, self.method.learning_rate(epoch + i / n_batches))
             x, y = self._to_device(x, y)
             with self._autocast():
                 out = self.model(x)
@@ -169,8 +171,9 @@ class Trainer:
             os.remove(metrics_path)
         writer = self._tensorboard()
         show = cfg.progress
-        epochs_bar = tqdm(range(self.start_epoch, cfg.epochs), desc=f"{cfg.method}", disable=not show,
-                          initial=self.start_epoch, total=cfg.epochs, unit="ep")
+        total = self.total_epochs
+        epochs_bar = tqdm(range(self.start_epoch, total), desc=f"{cfg.method}", disable=not show,
+                          initial=self.start_epoch, total=total, unit="ep")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             info = self.method.epoch_start(epoch, self.optimizer)
@@ -196,7 +199,7 @@ class Trainer:
             if final_arch and val["acc"] is not None and val["acc"] > self.best["val_acc"]:
                 self.best = {"val_acc": val["acc"], "epoch": epoch}
                 atomic_torch_save({"model": self.model.state_dict(), "epoch": epoch}, os.path.join(self.run_dir, "best.pt"))
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == total:
                 self.ckpt.save(epoch, self.checkpoint_state(epoch))
             epochs_bar.set_postfix(stage=row["stage"], val=f"{val['acc'] if val['acc'] is not None else float('nan'):.1f}",
                                    J=f"{row['similarity_avg']:.4f}" if row["similarity_avg"] is not None else "-")
@@ -205,6 +208,7 @@ class Trainer:
         epochs_bar.close()
         if writer is not None:
             writer.close()
+        self.method.on_train_end(self.optimizer)
         return self.finish()
 
     def checkpoint_state(self, epoch: int) -> dict:
@@ -236,7 +240,7 @@ class Trainer:
             atomic_write_text(os.path.join(self.run_dir, "channels.json"), json.dumps({"layers": channels}, indent=1))
         last = _last_metrics(os.path.join(self.run_dir, "metrics.jsonl"))
         summary = {"method": self.cfg.method, "model": self.cfg.model, "dataset": self.bundle.name,
-                   "epochs": self.cfg.epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
+                   "epochs": self.total_epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
                    **self.method.summary(),
                    "final_val_acc": last.get("val_acc"), "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
                    "best_epoch": self.best["epoch"], "final_test_acc": final_test["acc"], "best_test_acc": best_test,
