@@ -134,3 +134,16 @@ def test_compare_writes_table_and_plot(tmp_path, capsys):
     ocs = next(r for r in rows if r["method"] == "ocspruner")
     assert float(ocs["flops_pct"]) <= 50.0 and ocs["seeds"] == "2"
     assert (tmp_path / "fig1.png").stat().st_size > 5000
+
+
+def test_compare_fig4_accuracy_vs_pruning_epoch(tmp_path):
+    from ocspruner.compare import run_compare
+
+    updates = {k: v for k, v in SYNTH.items()}
+    updates["epochs"] = 5
+    result = run_compare(["ocspruner"], [0], str(tmp_path), updates=updates, fig4_epochs=[0, 2])
+    pts = result["fig4"]["points"]
+    assert [p["prune_epoch"] for p in pts] == [0, 2]
+    assert all(p["final_test_acc"] is not None for p in pts)
+    assert pts[1]["j_avg"] is not None                      # J_avg of the OCSPruner run at epoch 2
+    assert os.path.getsize(result["fig4"]["path"]) > 5000
