@@ -7,8 +7,9 @@ model), ``importance`` (saliency, Eq. 2), ``partition`` (budget, Eq. 1), ``stabi
 from .cost import CostModel
 from .dependency import ChannelSpace, UnsupportedModelError
 from .engine import PRUNED, SEARCH, SPARSITY, EpochReport, OCSConfig, OCSPruner
+from .io import CheckpointError, load
 from .partition import BudgetError, Partitioner
 
 __version__ = "0.1.0"
 __all__ = ["OCSPruner", "OCSConfig", "EpochReport", "ChannelSpace", "CostModel", "Partitioner",
-           "BudgetError", "UnsupportedModelError", "SEARCH", "SPARSITY", "PRUNED"]
+           "BudgetError", "UnsupportedModelError", "CheckpointError", "load", "SEARCH", "SPARSITY", "PRUNED"]

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 # flags that are shorthands for config keys
-SHORTHANDS = {"model": "model", "dataset": "data.name", "data_root": "data.root", "epochs": "epochs",
+SHORTHANDS = {"init_from": "init_from", "model": "model", "dataset": "data.name", "data_root": "data.root", "epochs": "epochs",
               "target": "pruning.target", "method": "method", "out": "out_dir", "name": "name",
               "subset": "data.subset", "seed": "seed", "batch_size": "data.batch_size", "lr": "optim.lr",
               "device": "device", "threads": "threads", "workers": "data.workers"}
@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train (and prune) one model in one cycle")
     t.add_argument("--config", default="cpu_default", help="YAML path or shipped config name (default: cpu_default)")
     t.add_argument("--model")
+    t.add_argument("--init-from", dest="init_from", help="pre-trained start: a state_dict or checkpoint .pt")
     t.add_argument("--dataset")
     t.add_argument("--data-root", dest="data_root")
     t.add_argument("--epochs", type=int)
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int)
     t.add_argument("--workers", type=int)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its newest checkpoint")
     t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. pruning.epsilon=1e-3")
     c = sub.add_parser("compare", help="run several methods x seeds on one task and tabulate them")
     c.add_argument("--methods", default="dense,ocspruner",
@@ -58,9 +60,20 @@ def _train(args) -> int:
     updates = {key: getattr(args, flag) for flag, key in SHORTHANDS.items() if getattr(args, flag) is not None}
     if args.no_progress:
         updates["progress"] = False
-    cfg = load_config(args.config, overrides=args.overrides, updates=updates)
-    trainer = Trainer(cfg)
-    print(f"run directory: {trainer.run_dir}", flush=True)
+    if args.resume:
+        import os
+        from .io import CheckpointError
+        saved = os.path.join(args.resume, "config.yaml")
+        if not os.path.isfile(saved):
+            raise CheckpointError(f"{args.resume!r} is not a run directory (no config.yaml); give the directory of the run to resume")
+        cfg = load_config(saved, overrides=args.overrides, updates=updates)
+        trainer = Trainer(cfg, run_dir=args.resume)
+        start = trainer.resume()
+        print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
+    else:
+        cfg = load_config(args.config, overrides=args.overrides, updates=updates)
+        trainer = Trainer(cfg)
+        print(f"run directory: {trainer.run_dir}", flush=True)
     summary = trainer.fit()
     print(format_summary(summary))
     return 0
@@ -93,6 +106,7 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .dependency import UnsupportedModelError
+    from .io import CheckpointError
     from .partition import BudgetError
     from .trainer import TrainingDiverged
 
@@ -111,7 +125,7 @@ def main(argv=None) -> int:
             from .data import available_datasets
             print("\n".join(available_datasets()))
         return 0
-    except (ConfigError, DataError, BudgetError, UnsupportedModelError, TrainingDiverged) as exc:
+    except (ConfigError, DataError, BudgetError, UnsupportedModelError, TrainingDiverged, CheckpointError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except ValueError as exc:  # registry lookups (unknown model/method) raise ValueError with one line

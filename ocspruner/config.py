@@ -57,6 +57,7 @@ class ScheduleConfig:
 class RunConfig:
     model: str = "resnet20"
     model_options: dict = field(default_factory=dict)
+    init_from: Optional[str] = None      # pre-trained start: a state_dict or one of our checkpoints
     method: str = "ocspruner"
     epochs: int = 30
     seed: int = 0

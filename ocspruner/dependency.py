@@ -104,15 +104,22 @@ class ChannelSpace:
                  ignore_output_layer: bool = True, unwrapped_parameters=None):
         self.model = model
         self.example_inputs = example_inputs
-        ignored = list(ignored_layers)
-        if ignore_output_layer:
-            ignored += [m for m in find_output_layers(model, example_inputs) if m not in ignored]
+        # Trace in eval mode: a train-mode forward on the random example input would move the
+        # BatchNorm running statistics of a pre-trained model.
+        was_training = model.training
+        model.eval()
+        try:
+            ignored = list(ignored_layers)
+            if ignore_output_layer:
+                ignored += [m for m in find_output_layers(model, example_inputs) if m not in ignored]
+            self.graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
+                verbose=False)
+        finally:
+            model.train(was_training)
         self.ignored_layers = ignored
         self.param_names = {p: n for n, p in model.named_parameters()}
         self.module_names = {m: n for n, m in model.named_modules()}
-        self.graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
-            verbose=False)
         self.groups: list[ChannelGroup] = []
         # (module, "out"|"in") -> (local positions, global channel ids), for the cost model
         self.layer_maps: dict[tuple[nn.Module, str], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -119,3 +119,69 @@ def layer_l2(params: dict, space: ChannelSpace) -> torch.Tensor:
 def random_saliency(params: dict, space: ChannelSpace, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random scores (the random-structure baseline)."""
     return torch.rand(space.num_channels, generator=generator, dtype=torch.float64)
+
+
+def _norm_slices(group: ChannelGroup, params: dict) -> list[ParamSlice]:
+    """The group's normalisation-layer scale slices (1-D weights: BN/GN/LN gamma)."""
+    return [s for s in group.weight_slices if params[s.name].dim() == 1]
+
+
+@register_criterion("bn_scale")
+def bn_scale(params: dict, space: ChannelSpace) -> torch.Tensor:
+    """Network-slimming saliency: mean |gamma| of the group's normalisation layers per channel.
+    Groups without a normalisation layer fall back to Eq. 2 (scaled to stay comparable)."""
+    out = []
+    for g in space.groups:
+        norms = _norm_slices(g, params)
+        if not norms:
+            out.append(group_saliency(params, g, 2.0))
+            continue
+        score = torch.zeros(g.size, dtype=torch.float64)
+        for s in norms:
+            sums, counts = slice_power_sums(params[s.name], s, g.size, 1.0)
+            score += torch.where(counts > 0, sums / counts, torch.zeros_like(sums))
+        out.append(score / len(norms))
+    return torch.cat(out)
+
+
+@register_criterion("taylor")
+def taylor(params: dict, space: ChannelSpace) -> torch.Tensor:
+    """First-order Taylor saliency: ||w * dL/dw||_2 / sqrt(|w|) over the group's parameter sets
+    (Eq. 2's normalisation applied to the gradient-weighted parameters). Uses the gradients left
+    by the last backward pass; channels without gradients score 0."""
+    out = []
+    for g in space.groups:
+        score = torch.zeros(g.size, dtype=torch.float64)
+        slices = g.weight_slices
+        for s in slices:
+            p = params[s.name]
+            if p.grad is None:
+                continue
+            sums, counts = slice_power_sums((p.detach() * p.grad.detach()), s, g.size, 2.0)
+            score += torch.where(counts > 0, sums.sqrt() / counts.sqrt(), torch.zeros_like(sums))
+        out.append(score / max(1, len(slices)))
+    return torch.cat(out)
+
+
+@register_criterion("fpgm")
+def fpgm(params: dict, space: ChannelSpace) -> torch.Tensor:
+    """FPGM-style geometric-median saliency: a channel whose parameters lie close to the others'
+    (near the geometric median) is redundant. Per weight set, the sum of Euclidean distances from
+    the channel's (normalised) slice to every other channel's, averaged over the group's sets.
+    Sets in which channels own different numbers of positions are skipped."""
+    out = []
+    for g in space.groups:
+        score = torch.zeros(g.size, dtype=torch.float64)
+        used = 0
+        for s in g.weight_slices:
+            counts = torch.bincount(s.channels, minlength=g.size)
+            if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
+                continue
+            w = params[s.name].detach().index_select(s.dim, s.positions).movedim(s.dim, 0)
+            order = torch.argsort(s.channels, stable=True)
+            vec = w[order].reshape(g.size, -1).to(torch.float64)
+            vec = vec / (vec.shape[1] ** 0.5)
+            score += torch.cdist(vec, vec).sum(dim=1)
+            used += 1
+        out.append(score / max(1, used))
+    return torch.cat(out)

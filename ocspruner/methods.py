@@ -187,7 +187,7 @@ class FixedEpochOCSPruner(OCSPrunerMethod):
 
     def preset(self, opts):
         epoch = opts["prune_epoch"] if opts["prune_epoch"] is not None else int(round(0.3 * self.cfg.epochs))
-        return {"prune_epoch": epoch}
+        return {"prune_epoch": epoch, "max_prune_epoch": None}
 
 
 @register_method("pat")
@@ -204,7 +204,7 @@ class RandomStructure(OCSPrunerMethod):
     """A random sub-network at the same FLOPs, pruned at initialisation and trained from scratch."""
 
     def preset(self, opts):
-        return {"criterion": "random", "prune_epoch": 0, "sparsity_learning": False}
+        return {"criterion": "random", "prune_epoch": 0, "sparsity_learning": False, "max_prune_epoch": None}
 
 
 @register_method("pai")
@@ -212,7 +212,7 @@ class PruneAtInit(OCSPrunerMethod):
     """Pruning at initialisation by Eq. 2 saliency at the same FLOPs, then training from scratch."""
 
     def preset(self, opts):
-        return {"prune_epoch": 0, "sparsity_learning": False}
+        return {"prune_epoch": 0, "sparsity_learning": False, "max_prune_epoch": None}
 
 
 @register_method("prune_finetune")
@@ -248,10 +248,12 @@ class PruneFinetune(OCSPrunerMethod):
         greg = int(opts["greg_epochs"])
         if not 0 <= greg < self.dense_epochs:
             raise ValueError(f"greg_epochs must be in [0, epochs), got {greg}")
+        # the prune epoch is the pipeline's definition: no cap may move it
         if greg:
             # Alg. 1: sparsity learning starts the epoch after t_sl-start
-            return {"prune_epoch": self.dense_epochs, "sl_start_epoch": self.dense_epochs - greg - 1}
-        return {"prune_epoch": self.dense_epochs, "sparsity_learning": False}
+            return {"prune_epoch": self.dense_epochs, "sl_start_epoch": self.dense_epochs - greg - 1,
+                    "max_prune_epoch": None}
+        return {"prune_epoch": self.dense_epochs, "sparsity_learning": False, "max_prune_epoch": None}
 
 
 @register_method("greg")
@@ -302,7 +304,7 @@ class AutoTrainOnce(Method):
         self.c_start, self.c_end = controller_steps(cfg.epochs, self.opts["t_start"], self.opts["t_end"])
         self.t_w = int(round(self.opts["t_w"] * cfg.epochs))
         self.mask = torch.ones(self.space.num_channels, dtype=torch.bool)
-        self.epoch, self.step, self.final_keep = 0, 0, None
+        self.epoch, self.step, self.final_keep, self.frozen = 0, 0, None, False
         self.ctrl_data = None
 
     def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
@@ -325,6 +327,12 @@ class AutoTrainOnce(Method):
         self.epoch = epoch
         if self.c_start <= epoch <= self.c_end:        # the mask follows the controller until frozen
             self.mask = self.controller.hard_mask().cpu()
+        elif epoch > self.c_end and not self.frozen:
+            # Freeze a mask that meets the budget: if the controller has not reached it, the
+            # least salient remaining channels join the masked-out set NOW, so the Eq. 3
+            # projection drives them to zero during the remaining epochs and the final prune
+            # removes only dead channels (instead of live ones with no training left).
+            self.mask, self.frozen = self._budget_keep(self.mask), True
         keep = self._budget_keep(self.mask)
         flops = float(self.cost.evaluate(keep, "flops"))
         stage = "search" if epoch < self.c_start else ("controller" if epoch <= self.c_end else "frozen")
@@ -388,12 +396,12 @@ class AutoTrainOnce(Method):
 
     def state_dict(self) -> dict:
         return {"controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
-                "mask": self.mask.to(torch.uint8), "step": self.step}
+                "mask": self.mask.to(torch.uint8), "step": self.step, "frozen": self.frozen}
 
     def load_state_dict(self, state, optimizer=None) -> None:
         self.controller.load_state_dict(state["controller"])
         self.ctrl_opt.load_state_dict(state["ctrl_opt"])
-        self.mask, self.step = state["mask"].bool(), int(state["step"])
+        self.mask, self.step, self.frozen = state["mask"].bool(), int(state["step"]), bool(state.get("frozen", False))
 
     def architecture(self):
         keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)

@@ -73,6 +73,9 @@ class Trainer:
         if model is None:
             model = create_model(cfg.model, num_classes=self.bundle.num_classes,
                                  in_channels=self.bundle.in_channels, **cfg.model_options)
+        if cfg.init_from:
+            from .io import load_weights
+            load_weights(model, cfg.init_from)   # pre-trained start (paper Table 5)
         self.model = model.to(self.device)
         size = self.bundle.image_size
         self.example_inputs = torch.randn(1, self.bundle.in_channels, size, size, device=self.device)
@@ -161,7 +164,9 @@ class Trainer:
         return {"loss": loss_sum / total, "acc": 100.0 * correct / total}
 
     # -- the cycle --------------------------------------------------------------------------
-    def fit(self) -> dict:
+    def fit(self, stop_after: Optional[int] = None) -> Optional[dict]:
+        """Run the cycle to the end and return the summary. ``stop_after=k`` stops after epoch k
+        (checkpoint written, no summary): training continues later with :meth:`resume`."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -205,6 +210,13 @@ class Trainer:
                                    J=f"{row['similarity_avg']:.4f}" if row["similarity_avg"] is not None else "-")
             for event in row["events"]:
                 tqdm.write(f"[epoch {epoch}] {event}")
+            if stop_after is not None and epoch >= stop_after:
+                if (epoch + 1) % cfg.checkpoint_every != 0:
+                    self.ckpt.save(epoch, self.checkpoint_state(epoch))
+                epochs_bar.close()
+                if writer is not None:
+                    writer.close()
+                return None
         epochs_bar.close()
         if writer is not None:
             writer.close()
@@ -215,8 +227,68 @@ class Trainer:
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
                 "elapsed": self.elapsed, "time_to_prune": self.time_to_prune,
-                "rng": {"torch": torch.get_rng_state(), "data": self.bundle.train.generator.get_state()
-                        if getattr(self.bundle.train, "generator", None) is not None else torch.get_rng_state()}}
+                "rng": self._rng_state()}
+
+    # -- resume -------------------------------------------------------------------------------
+    # keys that may differ between a run and its resumption (they do not change the result)
+    RESUME_FREE = {"progress", "threads", "device", "out_dir", "name", "checkpoint_every", "keep_checkpoints"}
+
+    def _generators(self) -> dict:
+        gens = {"loader": getattr(self.train_loader, "generator", None)}
+        ds = self.bundle.train
+        while ds is not None and "augment" not in gens:
+            if isinstance(getattr(ds, "generator", None), torch.Generator):
+                gens["augment"] = ds.generator
+            ds = getattr(ds, "dataset", None)
+        return {k: g for k, g in gens.items() if g is not None}
+
+    def _rng_state(self) -> dict:
+        state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in self._generators().items()}}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def resume(self, checkpoint: Optional[str] = None) -> int:
+        """Continue from the newest checkpoint of this run directory (or ``checkpoint``): model,
+        optimizer, method state (sub-network history, lambda, stage; a past prune is replayed),
+        RNG and data order. Returns the epoch training continues from."""
+        from .io import CheckpointError, read_checkpoint
+
+        path = checkpoint or self.ckpt.latest()
+        if path is None:
+            raise CheckpointError(f"no checkpoint to resume in {self.ckpt.directory}; start the run without --resume")
+        state = read_checkpoint(path)
+        if not {"epoch", "model", "optimizer", "method", "config"} <= set(state):
+            raise CheckpointError(f"{path!r} is not an ocspruner training checkpoint")
+        mine, saved = _flatten(self.cfg.to_dict()), _flatten(state["config"])
+        diff = sorted(k for k in set(mine) | set(saved) if k.split(".")[0] not in self.RESUME_FREE
+                      and mine.get(k) != saved.get(k))
+        if diff:
+            raise CheckpointError(f"cannot resume: the config differs from the checkpoint's at '{diff[0]}' "
+                                  f"({saved.get(diff[0])!r} saved, {mine.get(diff[0])!r} now); resume with the run's own config")
+        try:
+            self.method.load_state_dict(state["method"], [self.optimizer])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path!r} does not fit this run ({str(exc).splitlines()[0][:120]})") from None
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        for key, gen in self._generators().items():
+            if key in rng:
+                gen.set_state(rng[key])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best = dict(state.get("best", self.best))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.time_to_prune = state.get("time_to_prune")
+        metrics = os.path.join(self.run_dir, "metrics.jsonl")
+        if os.path.exists(metrics):   # drop lines of epochs after the checkpoint (they will be redone)
+            kept = [l for l in open(metrics) if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
+            atomic_write_text(metrics, "".join(kept))
+        return self.start_epoch
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot."""
@@ -274,6 +346,16 @@ class Trainer:
                     and math.isfinite(value) and key != "epoch":
                 writer.add_scalar(key, value, row["epoch"])
         writer.flush()
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k not in ("options", "model_options", "method_options"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _last_metrics(path: str) -> dict:

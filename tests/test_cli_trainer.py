@@ -102,3 +102,58 @@ def test_lr_schedules():
     warm = ScheduleConfig(name="cosine", warmup_epochs=2)
     assert lr_at(1, 10, 0.1, warm) == pytest.approx(0.05, rel=1e-6)
     assert math.isclose(lr_at(2, 10, 0.1, warm), 0.1)
+
+
+def _synth_cfg(tmp_path, name, **updates):
+    base = {"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16, "data.batch_size": 32,
+            "data.options": {"num_samples": 96, "num_test": 32, "num_classes": 4}, "progress": False,
+            "threads": 1, "out_dir": str(tmp_path), "name": name, "pruning.window": 2, "pruning.offset": 1,
+            "pruning.tau": 1.0, "pruning.epsilon": 0.02, "pruning.lambda0": 0.5, "pruning.delta": 0.5}
+    return load_config(None, updates={**base, **updates})
+
+
+def test_load_rebuilds_the_pruned_model_and_pretrained_start(tmp_path):
+    import ocspruner
+    from ocspruner.trainer import Trainer
+
+    trainer = Trainer(_synth_cfg(tmp_path, "pruned", epochs=8))
+    s = trainer.fit()
+    assert s["pruned"]
+    rebuilt = ocspruner.load(os.path.join(s["run_dir"], "final_model.pt"))
+    x = torch.randn(4, 3, 16, 16)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), trainer.model(x))
+    assert sum(p.numel() for p in rebuilt.parameters()) == s["final_params"]
+    # pre-trained start (Table 5): a dense run's weights seed an OCSPruner run
+    dense = Trainer(_synth_cfg(tmp_path, "dense", epochs=2, method="dense")).fit()
+    path = os.path.join(dense["run_dir"], "final_model.pt")
+    seeded = Trainer(_synth_cfg(tmp_path, "seeded", epochs=2, init_from=path))
+    ref = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, ref[k]) for k, v in seeded.model.state_dict().items())
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    foreign = tmp_path / "foreign.pt"
+    from ocspruner.models import create_model
+    torch.save(create_model("resnet20").state_dict(), foreign)
+    for path, needle in [(tmp_path / "missing.pt", "does not exist"), (garbage, "cannot be read"),
+                         (foreign, "does not match this model")]:
+        rc = main(["train", "--out", str(tmp_path), "--epochs", "1", "--init-from", str(path), *SYNTH])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error: ") and "\n" not in err and needle in err, err
+
+
+def test_amp_bf16_and_channels_last_flags_run_through_a_prune(tmp_path):
+    """The GPU flags also run on CPU (bf16 autocast, channels_last kept across the prune)."""
+    from ocspruner.trainer import Trainer
+
+    t = Trainer(_synth_cfg(tmp_path, "flags", epochs=7, amp="bf16", channels_last=True))
+    s = t.fit()
+    assert s["pruned"] and math.isfinite(s["wall_time"])
+    convs = [m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    rows = [json.loads(l) for l in open(os.path.join(s["run_dir"], "metrics.jsonl"))]
+    assert all(math.isfinite(r["train_loss"]) for r in rows)

@@ -182,3 +182,12 @@ def test_no_prune_in_the_epoch_sparsity_learning_starts():
     # window 2, offset 1, lag 2: J_avg^t - J_avg^{t-2} first exists at t = 4
     assert pruner.t_sl_start == 4 and pruner.t_star == 5
     assert [r.stage for r in reports] == [SEARCH] * 4 + [SPARSITY] + [PRUNED] * 2
+
+
+def test_building_the_engine_leaves_weights_buffers_and_mode_untouched():
+    """Tracing runs forwards; they must not move BatchNorm statistics of a pre-trained model."""
+    model = create_model("resnet20").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    OCSPruner(model, torch.randn(1, 3, 32, 32))
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -24,8 +24,9 @@ SYNTH = {"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 1
 
 
 def _run(tmp_path, method, epochs=6, **options):
+    # a global cap (max_prune_epoch=3) must not move the fixed prune epochs of the baselines
     cfg = load_config(None, updates={**SYNTH, "epochs": epochs, "method": method, "method_options": options,
-                                     "out_dir": str(tmp_path), "name": method})
+                                     "out_dir": str(tmp_path), "name": method, "pruning.max_prune_epoch": 3})
     return Trainer(cfg).fit()
 
 
@@ -147,3 +148,20 @@ def test_compare_fig4_accuracy_vs_pruning_epoch(tmp_path):
     assert all(p["final_test_acc"] is not None for p in pts)
     assert pts[1]["j_avg"] is not None                      # J_avg of the OCSPruner run at epoch 2
     assert os.path.getsize(result["fig4"]["path"]) > 5000
+
+
+def test_ato_frozen_mask_meets_budget_before_the_final_prune(tmp_path):
+    """If the controller never reaches the budget, the mask frozen after T_end already does, so
+    the final prune removes channels the projection has driven to zero (no accuracy cliff)."""
+    cfg = load_config(None, updates={**SYNTH, "epochs": 6, "method": "ato", "out_dir": str(tmp_path),
+                                     "name": "ato-freeze", "method_options": {"controller_every": 10**6, "lam": 1000.0}})
+    t = Trainer(cfg)
+    t.fit(stop_after=4)                              # T_end = 50% of 6 epochs: frozen from epoch 4
+    m = t.method
+    assert m.frozen
+    assert float(m.cost.evaluate(m.mask, "flops")) <= 0.5 * m.cost.dense["flops"] * (1 + 1e-9)
+    params = dict(t.model.named_parameters())
+    from ocspruner.surgery import removed_positions
+    norms = [params[n].detach().index_select(d, pos).norm().item()
+             for (n, d), pos in removed_positions(m.space, m.mask).items()]
+    assert norms and max(norms) < 1e-6               # Eq. 3 (threshold lr*lambda) zeroed them in the freeze epoch

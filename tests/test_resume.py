@@ -1,0 +1,73 @@
+"""Resume after a crash at any stage gives the same final weights as an uninterrupted run."""
+import json
+import os
+
+import pytest
+import torch
+
+from ocspruner.cli import main
+from ocspruner.config import load_config
+from ocspruner.trainer import Trainer
+
+BASE = {"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16, "data.batch_size": 32,
+        "data.options": {"num_samples": 96, "num_test": 32, "num_classes": 4}, "progress": False, "threads": 1,
+        "pruning.window": 2, "pruning.offset": 1, "pruning.tau": 1.0, "pruning.epsilon": 0.02,
+        "pruning.lambda0": 0.5, "pruning.delta": 0.5, "epochs": 9, "seed": 3}
+
+
+def _cfg(tmp_path, name, **kw):
+    return load_config(None, updates={**BASE, "out_dir": str(tmp_path), "name": name, **kw})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    trainer = Trainer(_cfg(tmp, "full"))
+    summary = trainer.fit()
+    rows = [json.loads(l) for l in open(os.path.join(summary["run_dir"], "metrics.jsonl"))]
+    return summary, {k: v.clone() for k, v in trainer.model.state_dict().items()}, rows
+
+
+@pytest.mark.parametrize("stop", [2, 5, 7])   # before sparsity learning, during it, after the prune
+def test_resume_equals_uninterrupted_run(tmp_path, reference, stop):
+    summary, weights, rows = reference
+    stages = {r["epoch"]: r["stage"] for r in rows}
+    first = Trainer(_cfg(tmp_path, "crash"))
+    assert first.fit(stop_after=stop) is None
+    second = Trainer(_cfg(tmp_path, "crash"), run_dir=first.run_dir)
+    assert second.resume() == stop + 1
+    s2 = second.fit()
+    assert (s2["t_sl_start"], s2["t_star"]) == (summary["t_sl_start"], summary["t_star"])
+    got = second.model.state_dict()
+    assert set(got) == set(weights)
+    for k, v in weights.items():
+        assert torch.equal(got[k], v), (stop, stages[stop], k)
+    rows2 = [json.loads(l) for l in open(os.path.join(s2["run_dir"], "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows2] == list(range(9))
+    assert [r["train_loss"] for r in rows2] == [r["train_loss"] for r in rows]
+
+
+def test_resume_stages_covered(reference):
+    _, _, rows = reference
+    stages = [r["stage"] for r in rows]
+    assert stages[2] == "search" and stages[5] == "sparsity" and stages[7] == "pruned"
+
+
+def test_resume_into_different_config_is_refused(tmp_path, capsys):
+    first = Trainer(_cfg(tmp_path, "r"))
+    first.fit(stop_after=1)
+    rc = main(["train", "--resume", first.run_dir, "pruning.target=0.3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "config differs" in err and "pruning.target" in err and "\n" not in err
+    rc = main(["train", "--resume", str(tmp_path / "nowhere")])
+    assert rc == 2 and "not a run directory" in capsys.readouterr().err
+
+
+def test_checkpoints_load_weights_only_and_keep_last_n(tmp_path):
+    t = Trainer(_cfg(tmp_path, "k", keep_checkpoints=3))
+    t.fit(stop_after=5)
+    files = sorted(os.listdir(os.path.join(t.run_dir, "checkpoints")))
+    assert files == ["ckpt-epoch0003.pt", "ckpt-epoch0004.pt", "ckpt-epoch0005.pt"]
+    state = torch.load(os.path.join(t.run_dir, "checkpoints", files[-1]), weights_only=True)
+    assert state["epoch"] == 5 and "method" in state and "rng" in state
+    assert not any(n.startswith(".tmp-") for n in os.listdir(os.path.join(t.run_dir, "checkpoints")))
