@@ -133,13 +133,13 @@ def test_state_dict_round_trip_mid_sparsity_and_after_prune():
         pruner.epoch_start(epoch, opt)
         buf = io.BytesIO()
         torch.save({"engine": pruner.state_dict(), "model": model.state_dict()}, buf)
-        saved[pruner.stage] = (epoch, buf.getvalue())
+        saved[pruner.stage] = (epoch, buf.getvalue(), pruner.regularizing, pruner.lam)
         for x, y in _data():
             loss = F.cross_entropy(model(x), y) + pruner.penalty()
             opt.zero_grad(); loss.backward(); opt.step(); pruner.after_step(opt)
     assert {SPARSITY, PRUNED} <= set(saved)
     for stage in (SPARSITY, PRUNED):
-        epoch, blob = saved[stage]
+        epoch, blob, regularizing, lam = saved[stage]
         ckpt = torch.load(io.BytesIO(blob), weights_only=True)
         fresh = create_model("tiny_convnet", num_classes=4)
         engine = OCSPruner(fresh, ex, target=0.5, **FAST)
@@ -148,8 +148,9 @@ def test_state_dict_round_trip_mid_sparsity_and_after_prune():
         assert engine.stage == stage and engine.t_sl_start == pruner.t_sl_start
         assert len(engine.history) == epoch + 1 if stage == SPARSITY else engine.t_star == pruner.t_star
         assert engine.raw[:epoch + 1] == pruner.raw[:epoch + 1]
-        if stage == SPARSITY:
-            assert engine.regularizing == (engine.lam > 0) and engine.regularizer.active
+        if stage == SPARSITY:   # the t_sl-start epoch itself trains without regularisation (Alg. 1)
+            assert (engine.regularizing, engine.lam) == (regularizing, lam)
+            assert engine.regularizer.active == regularizing
     with pytest.raises(ValueError, match="different model"):
         OCSPruner(create_model("resnet20"), torch.randn(1, 3, 32, 32)).load_state_dict(ckpt["engine"])
 
