@@ -19,6 +19,7 @@ classifier is the Linear itself).
 import torch
 import torch.nn as nn
 
+from .init import init_weights
 from .registry import register_model
 
 # expansion t, output channels c, repeats n, stride of the first block s
@@ -86,15 +87,7 @@ class MobileNetV2(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(last, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)

@@ -14,6 +14,7 @@ The final classifier is ``model.fc`` (``model.classifier_name == "fc"``).
 import torch
 import torch.nn as nn
 
+from .init import init_weights
 from .registry import register_model
 
 
@@ -62,12 +63,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []
