@@ -131,6 +131,10 @@ def main(argv=None) -> int:
     except ValueError as exc:  # registry lookups (unknown model/method) raise ValueError with one line
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk: atomic writes leave every earlier file intact
+        print(f"error: cannot write {getattr(exc, 'filename', '') or 'output'} ({exc.strerror or exc}); "
+              f"files written before are intact; free space or choose another --out", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint in the run directory is intact", file=sys.stderr)
         return 130

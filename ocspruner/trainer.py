@@ -70,6 +70,9 @@ class Trainer:
             self.bundle, d.batch_size, workers=d.workers, seed=cfg.seed, pin_memory=self.device.type == "cuda")
         if len(self.bundle.train) == 0:
             raise ConfigError("the training set is empty; check data.subset and the data directory")
+        if d.batch_size > len(self.bundle.train):
+            raise ConfigError(f"data.batch_size ({d.batch_size}) is larger than the training set "
+                              f"({len(self.bundle.train)} examples); lower data.batch_size")
         if model is None:
             model = create_model(cfg.model, num_classes=self.bundle.num_classes,
                                  in_channels=self.bundle.in_channels, **cfg.model_options)
@@ -187,8 +190,15 @@ class Trainer:
                 if cfg.channels_last:
                     self.model.to(memory_format=torch.channels_last)
             bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", leave=False, disable=not show, unit="it")
-            train = self.train_epoch(epoch, bar)
-            bar.close()
+            try:
+                train = self.train_epoch(epoch, bar)
+            except TrainingDiverged as exc:
+                last = self.ckpt.latest()
+                keep = f"the last good checkpoint is {last} (resume with --resume {self.run_dir})" if last \
+                    else "no checkpoint was written yet"
+                raise TrainingDiverged(f"{exc}; {keep}; lower optim.lr or check the data") from None
+            finally:
+                bar.close()
             val = self.evaluate(self.val_loader)
             epoch_time = time.perf_counter() - t0
             self.elapsed += epoch_time

@@ -71,3 +71,15 @@ def test_checkpoints_load_weights_only_and_keep_last_n(tmp_path):
     state = torch.load(os.path.join(t.run_dir, "checkpoints", files[-1]), weights_only=True)
     assert state["epoch"] == 5 and "method" in state and "rng" in state
     assert not any(n.startswith(".tmp-") for n in os.listdir(os.path.join(t.run_dir, "checkpoints")))
+
+
+def test_same_seed_same_subnetwork_and_flops(tmp_path, reference):
+    """Determinism on CPU: the same seed gives the same t_sl-start, t*, sub-network and FLOPs."""
+    summary, _, _ = reference
+    again = Trainer(_cfg(tmp_path, "again"))
+    s = again.fit()
+    assert (s["t_sl_start"], s["t_star"], s["final_flops"]) == \
+        (summary["t_sl_start"], summary["t_star"], summary["final_flops"])
+    arch_a = json.load(open(os.path.join(summary["run_dir"], "architecture.json")))["pruning"]
+    arch_b = json.load(open(os.path.join(s["run_dir"], "architecture.json")))["pruning"]
+    assert arch_a == arch_b
