@@ -121,7 +121,12 @@ class CostModel:
         dims: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         for g in self.space.groups:
             for s in g.slices:
-                dims[(s.name, s.dim)] = (s.positions, s.channels + g.offset)
+                # one dimension can hold channels of several groups (a consumer of a concat)
+                prev = dims.get((s.name, s.dim))
+                pos, ids = s.positions, s.channels + g.offset
+                if prev is not None:
+                    pos, ids = torch.cat([prev[0], pos]), torch.cat([prev[1], ids])
+                dims[(s.name, s.dim)] = (pos, ids)
         for name, p in self.space.model.named_parameters():
             coef, segs = 1.0, []
             for d, size in enumerate(p.shape):

@@ -20,14 +20,15 @@ from .dependency import ChannelSpace
 def removed_positions(space: ChannelSpace, keep: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
     """(parameter name, dim) -> sorted local positions that the keep mask removes."""
     keep = keep.bool().cpu()
-    out: dict[tuple[str, int], torch.Tensor] = {}
+    parts: dict[tuple[str, int], list[torch.Tensor]] = {}
     for g in space.groups:
         local = keep[g.offset:g.offset + g.size]
         for s in g.slices:
             gone = s.positions[~local[s.channels]]
             if len(gone):
-                out[(s.name, s.dim)] = torch.sort(gone).values
-    return out
+                # one dimension can hold channels of several groups (a consumer of a concat)
+                parts.setdefault((s.name, s.dim), []).append(gone)
+    return {key: torch.unique(torch.cat(chunks)) for key, chunks in parts.items()}
 
 
 @torch.no_grad()

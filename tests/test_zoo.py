@@ -1,0 +1,90 @@
+"""Hand-built equivalents of common torchvision/timm blocks through the engine (issue 5 zoo,
+first part): each is pruned to 50% FLOPs; the target is hit, costs equal the physical count,
+the pruned model runs forward and trains, and (channel-wise layers) pruned == masked output."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_pruning as tp
+
+from ocspruner import OCSPruner
+from ocspruner.dependency import _CONV, _NORM
+from ocspruner.surgery import prune_to
+
+
+class DenseNetBlock(nn.Module):
+    """DenseNet: every layer's output is concatenated to its input (a consumer of a concat holds
+    channels of several groups in one dimension)."""
+
+    def __init__(self, k=8):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.l1 = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, k, 3, padding=1))
+        self.l2 = nn.Sequential(nn.BatchNorm2d(16 + k), nn.ReLU(), nn.Conv2d(16 + k, k, 3, padding=1))
+        self.trans = nn.Sequential(nn.BatchNorm2d(16 + 2 * k), nn.ReLU(), nn.Conv2d(16 + 2 * k, 16, 1))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.bn0(self.stem(x))
+        x = torch.cat([x, self.l1(x)], 1)
+        x = torch.cat([x, self.l2(x)], 1)
+        return self.fc(F.adaptive_avg_pool2d(self.trans(x), 1).flatten(1))
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3/EfficientNet-style squeeze-excitation gate multiplying the feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.se1, self.se2 = nn.Conv2d(32, 8, 1), nn.Conv2d(8, 32, 1)
+        self.c2, self.fc = nn.Conv2d(32, 32, 3, padding=1), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.c1(x)))
+        w = torch.sigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(x, 1)))))
+        return self.fc(F.adaptive_avg_pool2d(self.c2(x * w), 1).flatten(1))
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt: depthwise 7x7, LayerNorm in channels-last layout, Linear MLP, residual."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.stem = nn.Conv2d(3, d, 4, stride=4)
+        self.dw, self.ln = nn.Conv2d(d, d, 7, padding=3, groups=d), nn.LayerNorm(d)
+        self.pw1, self.pw2, self.fc = nn.Linear(d, 4 * d), nn.Linear(4 * d, d), nn.Linear(d, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.pw2(F.gelu(self.pw1(self.ln(self.dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        return self.fc((x + y).mean((2, 3)))
+
+
+@pytest.mark.parametrize("ctor,channelwise", [(DenseNetBlock, True), (SqueezeExcite, True), (ConvNeXtBlock, False)])
+def test_block_pruned_to_half_flops(ctor, channelwise):
+    model = ctor().eval()
+    ex = torch.randn(1, 3, 32, 32)
+    pruner = OCSPruner(model, ex, target=0.5, max_prune_fraction=0.9)
+    part = pruner.partition()
+    assert 0.5 <= part.reduction <= 0.52
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    masked = pruner.masked_model(part.keep).eval().double()
+    per_layer = pruner.cost_model.per_layer(part.keep)
+    params = float(pruner.cost_model.evaluate(part.keep, "params"))
+    prune_to(model, pruner.space, part.keep)
+    with torch.no_grad():
+        diff = (masked(x) - model.double()(x)).abs().max().item()
+    model.float()
+    if channelwise:
+        assert diff <= 1e-5
+    _, counted_params, lf, _ = tp.utils.count_ops_and_params(model, ex, layer_wise=True)
+    names = {m: n for n, m in model.named_modules()}
+    for m, v in lf.items():
+        if isinstance(m, _CONV + (nn.Linear,) + _NORM) and v is not None:
+            assert per_layer[names[m]] == pytest.approx(v), names[m]
+    assert params == counted_params
+    model.train()
+    loss = F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,)))
+    loss.backward()
+    assert torch.isfinite(loss)
