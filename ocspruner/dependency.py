@@ -15,6 +15,7 @@ This is the one place that talks to torch-pruning's dependency API and smooths i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
@@ -64,6 +65,7 @@ class ChannelGroup:
     layers: list[str]                 # conv/linear modules whose OUTPUT channels are this group
     root_module: nn.Module = field(repr=False)
     root_handler: object = field(repr=False)
+    step: int = 1                     # kept width must be a multiple of this (GroupNorm num_groups)
 
     @property
     def weight_slices(self) -> list[ParamSlice]:
@@ -148,6 +150,7 @@ class ChannelSpace:
         merged: dict[tuple[str, int], dict[int, int]] = {}
         weight_flags: dict[tuple[str, int], bool] = {}
         layers: list[str] = []
+        step = 1
         for item in tp_group.items:
             module, handler = item.dep.target.module, item.dep.handler
             is_out = self.graph.is_out_channel_pruning_fn(handler)
@@ -170,13 +173,17 @@ class ChannelSpace:
                 self.layer_maps[(module, role)] = (pos, ids)
                 if is_out and isinstance(module, _CONV + _CONV_T + (nn.Linear,)):
                     layers.append(self.module_names[module])
+                if isinstance(module, nn.GroupNorm):   # GroupNorm needs C % num_groups == 0
+                    step = math.lcm(step, module.num_groups)
         slices = []
         for (pname, dim), pos_to_ch in merged.items():
             pos = torch.tensor(sorted(pos_to_ch), dtype=torch.long)
             ch = torch.tensor([pos_to_ch[int(p)] for p in pos], dtype=torch.long)
             slices.append(ParamSlice(pname, dim, pos, ch, weight_flags[(pname, dim)]))
-        return ChannelGroup(key=key, size=size, offset=offset, slices=slices,
-                            layers=sorted(set(layers)), root_module=root, root_handler=root_dep.handler)
+        if size <= step:
+            return None  # cannot remove a multiple of `step` and keep a channel
+        return ChannelGroup(key=key, size=size, offset=offset, slices=slices, layers=sorted(set(layers)),
+                            root_module=root, root_handler=root_dep.handler, step=step)
 
     def _param_dims(self, module, is_out: bool, dep) -> list[tuple[str, int, bool]]:
         """(parameter name, channel dimension, is_weight) for one group item."""

@@ -65,7 +65,9 @@ class Partitioner:
                 raise BudgetError(f"max_prune_fraction for group '{g.key}' must be in [0, 1], got {f}")
             fractions.append(float(f))
         caps = torch.floor(torch.tensor(fractions, dtype=torch.float64) * self.sizes).long()
-        min_keep = torch.clamp(torch.full_like(self.sizes, self.round_to), max=self.sizes)
+        # kept widths are multiples of round_to and of each group's own step (GroupNorm groups)
+        self.multiple = torch.tensor([math.lcm(self.round_to, g.step) for g in space.groups], dtype=torch.long)
+        min_keep = torch.clamp(self.multiple, max=self.sizes)
         self.caps = torch.minimum(caps, self.sizes - torch.clamp(min_keep, min=1))  # >= 1 channel kept
         self.dense_cost = cost_model.dense[metric]
 
@@ -120,7 +122,7 @@ class Partitioner:
             else:
                 lo = mid + 1
         keep, cost, k = best
-        if self.round_to == 1:
+        if bool((self.multiple == 1).all()):   # refilling single channels would break multiples
             keep, cost = self._restore(keep, cost, target, global_order[:k])
         return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
 
@@ -157,7 +159,8 @@ class Partitioner:
         """Keep mask that removes the ``removed[g]`` lowest-ranked channels of each group g,
         after rounding the kept width up to a multiple of ``round_to``."""
         kept = self.sizes - removed
-        if self.round_to > 1:
-            rounded = torch.minimum(self.sizes, ((kept + self.round_to - 1) // self.round_to) * self.round_to)
+        if bool((self.multiple > 1).any()):
+            r = self.multiple
+            rounded = torch.minimum(self.sizes, ((kept + r - 1) // r) * r)
             kept = torch.where(removed > 0, rounded, self.sizes)
         return within >= (self.sizes - kept)[self.group_of]

@@ -63,6 +63,10 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
     Must be called once, on the model the ChannelSpace was built from (original layout).
     """
     keep = keep.bool().cpu()
+    for g in space.groups:
+        kept = int(keep[g.offset:g.offset + g.size].sum())
+        if kept != g.size and kept % g.step:
+            raise ValueError(f"group '{g.key}' would keep {kept} channels; its GroupNorm needs a multiple of {g.step}")
     removed = removed_positions(space, keep)
     old = dict(model.named_parameters())
     old_shapes = {n: tuple(p.shape) for n, p in old.items()}
@@ -138,7 +142,7 @@ def check_prunable(space: ChannelSpace) -> None:
         keep = torch.ones(twin_space.num_channels, dtype=torch.bool)
         for g in twin_space.groups:
             if keys is None or g.key in keys:
-                keep[g.offset] = False
+                keep[g.offset:g.offset + g.step] = False   # the smallest legal removal
         try:
             prune_to(twin, twin_space, keep)
             twin.eval()
