@@ -66,6 +66,7 @@ class ChannelGroup:
     root_module: nn.Module = field(repr=False)
     root_handler: object = field(repr=False)
     step: int = 1                     # kept width must be a multiple of this (GroupNorm num_groups)
+    heads_of: Optional[nn.Module] = field(default=None, repr=False)   # attention whose heads these are
 
     @property
     def weight_slices(self) -> list[ParamSlice]:
@@ -99,6 +100,18 @@ def find_output_layers(model: nn.Module, example_inputs) -> list[nn.Module]:
     return []
 
 
+def find_qkv_attention(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Attention modules in the qkv-Linear layout (timm's ``Attention``): a ``qkv`` Linear of
+    3 x inner features, a ``proj`` Linear from inner features, and an integer ``num_heads``."""
+    found = []
+    for name, m in model.named_modules():
+        qkv, proj, heads = getattr(m, "qkv", None), getattr(m, "proj", None), getattr(m, "num_heads", None)
+        if isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(heads, int) and heads > 0 \
+                and qkv.out_features == 3 * proj.in_features and proj.in_features % heads == 0:
+            found.append((name, m))
+    return found
+
+
 class ChannelSpace:
     """All prunable channel groups of a model, as DepGraph sees the unpruned model."""
 
@@ -114,6 +127,9 @@ class ChannelSpace:
             ignored = list(ignored_layers)
             if ignore_output_layer:
                 ignored += [m for m in find_output_layers(model, example_inputs) if m not in ignored]
+            # qkv-style attention: heads are pruned as whole units by our own group (DepGraph
+            # cannot see through the head reshape); the qkv projection is no DepGraph root
+            self.attention = [(n, m) for n, m in find_qkv_attention(model) if m.qkv not in ignored]
             self.graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
                 verbose=False)
@@ -126,13 +142,19 @@ class ChannelSpace:
         # (module, "out"|"in") -> (local positions, global channel ids), for the cost model
         self.layer_maps: dict[tuple[nn.Module, str], tuple[torch.Tensor, torch.Tensor]] = {}
         offset = 0
-        for tp_group in self.graph.get_all_groups(ignored_layers=ignored,
+        tp_ignored = ignored + [m.qkv for _, m in self.attention]
+        for tp_group in self.graph.get_all_groups(ignored_layers=tp_ignored,
                                                   root_module_types=_CONV + _CONV_T + (nn.Linear,)):
             group = self._convert(tp_group, offset)
             if group is None:
                 continue
             self.groups.append(group)
             offset += group.size
+        for name, attn in self.attention:
+            group = self._head_group(name, attn, offset)
+            if group is not None:
+                self.groups.append(group)
+                offset += group.size
         self.num_channels = offset
         self.by_key = {g.key: g for g in self.groups}
         if len(self.by_key) != len(self.groups):
@@ -184,6 +206,27 @@ class ChannelSpace:
             return None  # cannot remove a multiple of `step` and keep a channel
         return ChannelGroup(key=key, size=size, offset=offset, slices=slices, layers=sorted(set(layers)),
                             root_module=root, root_handler=root_dep.handler, step=step)
+
+    def _head_group(self, name: str, attn: nn.Module, offset: int) -> Optional[ChannelGroup]:
+        """One channel per attention head: head h owns its q, k and v rows of ``qkv`` (weight and
+        bias) and its columns of ``proj``. Pruning a head removes all of them and decrements
+        ``num_heads``, so the reshape into heads stays consistent."""
+        heads, inner = attn.num_heads, attn.proj.in_features
+        if heads <= 1:
+            return None
+        hd = inner // heads
+        head_of_pos = torch.arange(inner) // hd                       # position in q (or k, v) -> head
+        qkv_pos = torch.arange(3 * inner)
+        qkv_heads = head_of_pos[qkv_pos % inner]
+        qkv, proj = f"{name}.qkv" if name else "qkv", f"{name}.proj" if name else "proj"
+        slices = [ParamSlice(f"{qkv}.weight", 0, qkv_pos, qkv_heads, True),
+                  ParamSlice(f"{proj}.weight", 1, torch.arange(inner), head_of_pos, True)]
+        if attn.qkv.bias is not None:
+            slices.append(ParamSlice(f"{qkv}.bias", 0, qkv_pos, qkv_heads, False))
+        self.layer_maps[(attn.qkv, "out")] = (qkv_pos, qkv_heads + offset)
+        self.layer_maps[(attn.proj, "in")] = (torch.arange(inner), head_of_pos + offset)
+        return ChannelGroup(key=f"{name}:heads", size=heads, offset=offset, slices=slices, layers=[qkv],
+                            root_module=attn, root_handler=None, heads_of=attn)
 
     def _param_dims(self, module, is_out: bool, dep) -> list[tuple[str, int, bool]]:
         """(parameter name, channel dimension, is_weight) for one group item."""

@@ -77,7 +77,10 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
         if not bool(local.any()):
             raise ValueError(f"refusing to remove every channel of group '{g.key}'")
         idxs = torch.nonzero(~local).flatten().tolist()
-        space.graph.get_pruning_group(g.root_module, g.root_handler, idxs).prune()
+        if g.heads_of is not None:
+            _prune_heads(g.heads_of, idxs)
+        else:
+            space.graph.get_pruning_group(g.root_module, g.root_handler, idxs).prune()
     new = dict(model.named_parameters())
 
     kept_index: dict[str, dict[int, torch.Tensor]] = {}
@@ -98,6 +101,25 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
     for opt in optimizers or []:
         remap_optimizer(opt, old, new, kept_index)
     return {n: tuple(p.shape) for n, p in new.items()}
+
+
+@torch.no_grad()
+def _prune_heads(attn: nn.Module, heads: list) -> None:
+    """Remove whole heads from a qkv-layout attention IN PLACE (the module objects stay, so
+    DepGraph's references for the embedding-dimension groups remain valid)."""
+    n, inner = attn.num_heads, attn.proj.in_features
+    hd = inner // n
+    keep = [h for h in range(n) if h not in set(heads)]
+    cols = torch.tensor([h * hd + d for h in keep for d in range(hd)], dtype=torch.long)
+    rows = torch.cat([cols + j * inner for j in range(3)])
+    qkv, proj = attn.qkv, attn.proj
+    qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows.to(qkv.weight.device)).clone())
+    if qkv.bias is not None:
+        qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows.to(qkv.bias.device)).clone())
+    qkv.out_features = len(rows)
+    proj.weight = nn.Parameter(proj.weight.index_select(1, cols.to(proj.weight.device)).clone())
+    proj.in_features = len(cols)
+    attn.num_heads = len(keep)
 
 
 def remap_optimizer(optimizer: torch.optim.Optimizer, old: dict, new: dict,

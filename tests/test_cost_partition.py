@@ -34,7 +34,7 @@ def _build(name):
 
 CASES = [("resnet56", 0.3), ("resnet56", 0.5), ("resnet56", 0.7), ("vgg16", 0.5), ("vgg16", 0.7),
          ("mobilenetv2_cifar", 0.3), ("mobilenetv2_cifar", 0.5), ("attention_block", 0.4),
-         ("attention_block+embedding", 0.4)]
+         ("attention_block+embedding", 0.4), ("attention_block+heads", 0.5)]
 
 
 @pytest.mark.parametrize("name,target", CASES)
@@ -43,7 +43,9 @@ def test_cost_model_equals_physical_count_and_masked_output(name, target):
     # ACROSS channels: zeroing a channel there is not removing it, so masked == pruned holds only
     # with that group kept; "+embedding" prunes it too and checks the costs alone.
     model, ignored = _build(name.split("+")[0])
-    caps = {"block.mlp.fc2": 0.0} if name == "attention_block" else 0.9
+    if name == "attention_block+heads":   # heads pruned as whole units by our own head group
+        ignored = []
+    caps = {"block.mlp.fc2": 0.0} if name in ("attention_block", "attention_block+heads") else 0.9
     ex = torch.randn(1, 3, 32, 32)
     pruner = OCSPruner(model, ex, target=target, ignored_layers=ignored, max_prune_fraction=caps)
     part = pruner.partition()

@@ -110,3 +110,53 @@ def test_block_pruned_to_half_flops(ctor, channelwise, slack):
     loss = F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,)))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_attention_heads_pruned_as_units_and_num_heads_updated():
+    from ocspruner.models import create_model
+
+    model = create_model("vit_tiny_cifar", dim=48, depth=2, num_heads=3).eval()
+    ex = torch.randn(1, 3, 32, 32)
+    pruner = OCSPruner(model, ex, target=0.5, max_prune_fraction=0.9,
+                       criterion=lambda params, space: torch.arange(space.num_channels, dtype=torch.float64))
+    heads = [g for g in pruner.space.groups if g.key.endswith(":heads")]
+    assert [g.key for g in heads] == ["blocks.0.attn:heads", "blocks.1.attn:heads"]
+    keep = torch.ones(pruner.space.num_channels, dtype=torch.bool)
+    keep[heads[0].offset + 1] = False                    # drop head 1 of block 0
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    masked = pruner.masked_model(keep).eval().double()
+    flops = pruner.cost_model.per_layer(keep)
+    prune_to(model, pruner.space, keep)
+    attn = model.blocks[0].attn
+    assert attn.num_heads == 2 and attn.qkv.out_features == 3 * 32 and attn.proj.in_features == 32
+    assert model.blocks[1].attn.num_heads == 3
+    with torch.no_grad():
+        assert (masked(x) - model.double()(x)).abs().max() <= 1e-6
+    model.float()
+    _, _, lf, _ = tp.utils.count_ops_and_params(model, ex, layer_wise=True)
+    assert flops["blocks.0.attn.qkv"] == pytest.approx(lf[attn.qkv])
+
+
+def test_vit_pruned_by_ocspruner_end_to_end(tmp_path):
+    """Issue 5: a small ViT through the whole one-cycle loop (heads, MLP and embedding groups)."""
+    from ocspruner.config import load_config
+    from ocspruner.trainer import Trainer
+
+    cfg = load_config(None, updates={
+        "model": "vit_tiny_cifar", "model_options": {"dim": 48, "depth": 2, "num_heads": 3},
+        "data.name": "synthetic", "data.image_size": 32, "data.batch_size": 32,
+        "data.options": {"num_samples": 64, "num_test": 32, "num_classes": 4}, "progress": False, "threads": 1,
+        "optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05, "epochs": 6,
+        "pruning.window": 2, "pruning.offset": 1, "pruning.tau": 1.0, "pruning.epsilon": 0.02,
+        "pruning.lambda0": 0.5, "pruning.delta": 0.5, "pruning.target": 0.5,
+        "out_dir": str(tmp_path), "name": "vit"})
+    trainer = Trainer(cfg)
+    assert any(g.key.endswith(":heads") for g in trainer.method.engine.space.groups)
+    s = trainer.fit()
+    assert s["pruned"] and s["final_flops"] <= 0.5 * s["dense_flops"] * (1 + 1e-9)
+    import ocspruner
+    rebuilt = ocspruner.load(f"{s['run_dir']}/final_model.pt")
+    x = torch.randn(2, 3, 32, 32)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), trainer.model(x), atol=1e-6)
