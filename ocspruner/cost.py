@@ -44,6 +44,7 @@ class CostModel:
         self.layer_costs: dict[str, dict[str, list]] = {}  # module name -> metric -> term indices
         self._terms: dict[str, list[tuple[float, tuple[int, ...]]]] = {"flops": [], "params": []}
         self._term_layer: dict[str, list[str]] = {"flops": [], "params": []}
+        self._custom: dict = {}
         self._capture_flops(space.model, space.example_inputs)
         self._capture_params()
         self._compile()
@@ -155,6 +156,15 @@ class CostModel:
         full = torch.ones(self.space.num_channels, dtype=torch.float64)
         self.dense = {m: float(self.evaluate(full, m)) for m in self._terms}
 
+    def segment_of(self, module: nn.Module, role: str) -> int:
+        """Segment index of a layer's input ('in') or output ('out') channels (constant if none)."""
+        return self._seg_keys.get(("layer", id(module), role), self._const)
+
+    def register_metric(self, name: str, fn) -> None:
+        """Add a metric computed by ``fn(keep) -> tensor`` (e.g. a measured latency table)."""
+        self._custom[name] = fn
+        self.dense[name] = float(fn(torch.ones(self.space.num_channels, dtype=torch.float64)))
+
     # -- evaluation -------------------------------------------------------------------------
     def kept_counts(self, keep: torch.Tensor) -> torch.Tensor:
         """Surviving positions of every segment (+ a trailing constant 1)."""
@@ -163,8 +173,10 @@ class CostModel:
 
     def evaluate(self, keep: torch.Tensor, metric: str = "flops") -> torch.Tensor:
         """Psi at a keep vector (bool, or float probabilities for a differentiable expectation)."""
+        if metric in self._custom:
+            return self._custom[metric](keep)
         if metric not in self._compiled:
-            raise ValueError(f"unknown cost metric {metric!r}; use one of {sorted(self._compiled)}")
+            raise ValueError(f"unknown cost metric {metric!r}; use one of {sorted(self.dense)}")
         coef, factors = self._compiled[metric]
         kept = self.kept_counts(keep)
         return (coef * kept[factors].prod(dim=1)).sum()

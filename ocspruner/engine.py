@@ -48,7 +48,8 @@ class OCSConfig:
     automatic t_sl-start) unless stated."""
 
     target: float = 0.5                 # fraction of the metric to remove (alpha of Eq. 1 is 1 - target)
-    metric: str = "flops"               # "flops" or "params"
+    metric: str = "flops"               # "flops", "params" or "latency" (measured on this device)
+    latency_batch: Optional[int] = None # batch size the latency table is measured at (None: the example's)
     criterion: str = "group_l2"         # saliency, Eq. 2 by default
     # stability, Eq. 3-6
     window: int = 3                     # r of Eq. 4
@@ -92,6 +93,10 @@ class OCSConfig:
                 bad(f"{name} must be a non-negative integer or None, got {v!r}")
         if self.lambda_mode not in ("linear", "quadratic"):
             bad(f"lambda_mode must be 'linear' or 'quadratic', got {self.lambda_mode!r}")
+        if self.metric not in ("flops", "params", "latency"):
+            bad(f"metric must be 'flops', 'params' or 'latency', got {self.metric!r}")
+        if self.latency_batch is not None and (not isinstance(self.latency_batch, int) or self.latency_batch < 1):
+            bad(f"latency_batch must be a positive integer or None, got {self.latency_batch!r}")
         return self
 
 
@@ -123,14 +128,20 @@ class OCSPruner:
             self.config = OCSConfig(**{**asdict(self.config), **overrides})
         self.config.validate()
         self.model = model
+        self.criterion = get_criterion(self.config.criterion)
         self.space = ChannelSpace(model, example_inputs, ignored_layers, ignore_output_layer)
         if check_structures:
             check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
         self.cost_model = CostModel(self.space)
+        if self.config.metric == "latency":
+            from .latency import calibrate_latency
+            self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch)
+            self.latency_calibration = calibrate_latency(
+                self.latency_table, self.scores, self.config.target,
+                max_prune_fraction=self.config.max_prune_fraction, round_to=self.config.round_to)
         self.partitioner = Partitioner(self.cost_model, self.config.metric,
                                        self.config.max_prune_fraction, self.config.round_to)
         self.partitioner.check_target(self.config.target)   # unreachable budgets fail here
-        self.criterion = get_criterion(self.config.criterion)
         self.regularizer = GroupRegularizer(self.space)
         self._weights = self.space.layer_weights() if self.config.per_layer_average else None
         self._lag = self.config.sl_start_lag if self.config.sl_start_lag is not None else self.config.window
@@ -302,6 +313,9 @@ class OCSPruner:
             raise ValueError("the saved pruning state belongs to a different model (its channel groups differ)")
         saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
         self.config = OCSConfig(**saved_cfg).validate()
+        if self.config.metric == "latency" and "latency" not in self.cost_model.dense:
+            self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
+                                                     self.config.latency_batch)
         self.partitioner = Partitioner(self.cost_model, self.config.metric,
                                        self.config.max_prune_fraction, self.config.round_to)
         self.criterion = get_criterion(self.config.criterion)
@@ -322,6 +336,19 @@ class OCSPruner:
         self.regularizing = bool(state["regularizing"]) and self.stage == SPARSITY
         if self.regularizing and self.history:
             self.regularizer.set_pruned(self.model, ~self.history[-1])
+
+
+def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[int]):
+    """Measure the per-layer latency table at ``batch`` (default: the example's) and register the
+    ``"latency"`` metric on the cost model."""
+    from .latency import LatencyTable
+
+    ex = example_inputs
+    if batch is not None and isinstance(ex, torch.Tensor):
+        ex = ex[:1].expand(batch, *ex.shape[1:]).contiguous()
+    table = LatencyTable(cost_model, ex)
+    table.attach()
+    return table
 
 
 def cost_report(pruner: OCSPruner) -> dict:

@@ -1,0 +1,224 @@
+"""Latency budget: a per-layer latency table measured once on the current device.
+
+Each conv/linear/norm layer of the model is rebuilt alone at a grid of channel widths (fractions
+of its input and output channels) and timed on its own input shape. At partition time a layer's
+latency is bilinear interpolation in (kept input channels, kept output channels); the model's is
+the sum plus the part no layer accounts for (activations, additions, pooling). That remainder is
+measured once as dense model time minus the table's dense sum, and scaled with the kept share of
+normalisation-layer time, a proxy for activation size (those ops are element-wise over the same
+tensors). The interpolation is written in torch, so marginal costs for the partition's refill step
+come from one backward pass as for FLOPs.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .cost import CostModel
+from .dependency import _CONV, _NORM, _as_tuple
+
+FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+def _time(fn, repeats: int, warmup: int = 2) -> float:
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def measure_model(model: nn.Module, example_inputs, repeats: int = 10) -> float:
+    """Median forward time of the whole model in eval mode (seconds)."""
+    was = model.training
+    model.eval()
+    try:
+        return _time(lambda: model(*_as_tuple(example_inputs)), repeats)
+    finally:
+        model.train(was)
+
+
+def _layer_at(module: nn.Module, c_in: int, c_out: int) -> nn.Module:
+    """A fresh layer like ``module`` with the given channel widths (weights are irrelevant)."""
+    if isinstance(module, _CONV):
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        groups = c_out if depthwise else 1
+        cin = c_out if depthwise else c_in
+        return type(module)(cin, c_out, module.kernel_size, module.stride, module.padding, module.dilation,
+                            groups, module.bias is not None)
+    if isinstance(module, nn.Linear):
+        return nn.Linear(c_in, c_out, module.bias is not None)
+    if isinstance(module, nn.GroupNorm):
+        return nn.GroupNorm(1, c_out)   # the per-channel work is what matters for timing
+    if isinstance(module, nn.LayerNorm):
+        return nn.LayerNorm(c_out)
+    return type(module)(c_out)          # BatchNorm / InstanceNorm
+
+
+class LatencyTable:
+    """Per-layer latency grids for a model, and the model latency of any keep vector.
+
+    Build it once (``LatencyTable.measure``) and register it on the cost model with
+    :meth:`attach`; the budget metric ``"latency"`` then works like ``"flops"``.
+    """
+
+    def __init__(self, cost_model: CostModel, example_inputs, repeats: int = 5, fractions=FRACTIONS,
+                 device: Optional[torch.device] = None):
+        self.cost_model = cost_model
+        self.example_inputs = example_inputs
+        space = cost_model.space
+        model = space.model
+        self.device = device or next(model.parameters()).device
+        shapes: dict[nn.Module, tuple] = {}
+
+        def hook(mod, inputs, out):
+            if mod not in shapes and inputs and isinstance(inputs[0], torch.Tensor):
+                shapes[mod] = tuple(inputs[0].shape)
+
+        handles = [m.register_forward_hook(hook) for m in model.modules()
+                   if isinstance(m, _CONV + (nn.Linear,) + _NORM)]
+        try:
+            self.dense_model_time = measure_model(model, example_inputs, repeats=max(repeats, 5))
+        finally:
+            for h in handles:
+                h.remove()
+        self.entries = []   # (name, in_segment, out_segment, grid_in, grid_out, table, is_norm)
+        for mod, shape in shapes.items():
+            name = space.module_names.get(mod, type(mod).__name__)
+            if isinstance(mod, _CONV):
+                c_in, c_out = mod.in_channels, mod.out_channels
+                channel_dim = 1
+            elif isinstance(mod, nn.Linear):
+                c_in, c_out, channel_dim = mod.in_features, mod.out_features, len(shape) - 1
+            else:
+                c_out = mod.num_channels if isinstance(mod, nn.GroupNorm) else \
+                    (int(mod.normalized_shape[-1]) if isinstance(mod, nn.LayerNorm) else mod.num_features)
+                c_in, channel_dim = c_out, (len(shape) - 1 if isinstance(mod, nn.LayerNorm) else 1)
+            grid_in = sorted({max(1, round(f * c_in)) for f in fractions})
+            grid_out = sorted({max(1, round(f * c_out)) for f in fractions})
+            norm = isinstance(mod, _NORM)
+            depthwise = isinstance(mod, _CONV) and mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+            single_axis = norm or depthwise
+            if single_axis:
+                grid_in = [c_in]
+            table = torch.zeros(len(grid_in), len(grid_out), dtype=torch.float64)
+            for i, ci in enumerate(grid_in):
+                for j, co in enumerate(grid_out):
+                    layer = _layer_at(mod, ci, co).to(self.device).eval()
+                    s = list(shape)
+                    s[channel_dim] = co if single_axis else ci
+                    x = torch.randn(*s, device=self.device)
+                    table[i, j] = _time(lambda: layer(x), repeats)
+            in_seg = None if single_axis else cost_model.segment_of(mod, "in")
+            out_seg = cost_model.segment_of(mod, "out")
+            self.entries.append((name, in_seg, out_seg, torch.tensor(grid_in, dtype=torch.float64),
+                                 torch.tensor(grid_out, dtype=torch.float64), table, norm))
+        full = torch.ones(space.num_channels, dtype=torch.float64)
+        layers, norms = self._layer_sum(full)
+        self.dense_layers = float(layers)
+        self.dense_norms = float(norms)
+        self.unaccounted = max(0.0, self.dense_model_time - self.dense_layers)
+
+    @staticmethod
+    def _interp(grid: torch.Tensor, value: torch.Tensor):
+        """Index of the cell and the weight of its upper end (clamped to the grid)."""
+        if len(grid) == 1:
+            return torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.float64)
+        v = value.clamp(grid[0], grid[-1])
+        i = torch.searchsorted(grid, v.detach().reshape(1)).clamp(1, len(grid) - 1)[0]
+        lo, hi = grid[i - 1], grid[i]
+        return i - 1, (v - lo) / (hi - lo)
+
+    def _layer_sum(self, keep: torch.Tensor):
+        kept = self.cost_model.kept_counts(keep)
+        total = torch.zeros((), dtype=torch.float64)
+        norms = torch.zeros((), dtype=torch.float64)
+        for name, in_seg, out_seg, g_in, g_out, table, is_norm in self.entries:
+            i, wi = self._interp(g_in, kept[in_seg]) if in_seg is not None else (torch.zeros((), dtype=torch.long),
+                                                                                  torch.zeros((), dtype=torch.float64))
+            j, wj = self._interp(g_out, kept[out_seg])
+            i1 = min(int(i) + 1, table.shape[0] - 1)
+            j1 = min(int(j) + 1, table.shape[1] - 1)
+            t = (table[i, j] * (1 - wi) * (1 - wj) + table[i1, j] * wi * (1 - wj)
+                 + table[i, j1] * (1 - wi) * wj + table[i1, j1] * wi * wj)
+            total = total + t
+            if is_norm:
+                norms = norms + t
+        return total, norms
+
+    def raw(self, keep: torch.Tensor) -> torch.Tensor:
+        """Table prediction (seconds), before calibration."""
+        keep = keep.to(torch.float64)
+        layers, norms = self._layer_sum(keep)
+        share = norms / self.dense_norms if self.dense_norms > 0 else torch.ones((), dtype=torch.float64)
+        return layers + self.unaccounted * share
+
+    def evaluate(self, keep: torch.Tensor) -> torch.Tensor:
+        """Predicted model latency (seconds) at a keep vector (bool or float), calibrated:
+        the dense point stays fixed and savings are scaled by ``scale``."""
+        return self.dense_raw - self.scale * (self.dense_raw - self.raw(keep))
+
+    scale = 1.0
+
+    @property
+    def dense_raw(self) -> float:
+        return float(self.raw(torch.ones(self.cost_model.space.num_channels, dtype=torch.float64)))
+
+    def calibrate(self, keep: torch.Tensor, measured_ratio: float, bounds=(0.7, 1.5)) -> None:
+        """Scale predicted savings so that the prediction at ``keep`` matches a measured
+        pruned/dense latency ratio. Layers timed alone miss whole-model effects (caches, dispatch);
+        the ratio is measured interleaved, so machine-wide drift cancels. Clamped to ``bounds``."""
+        predicted_saving = 1.0 - float(self.raw(keep)) / self.dense_raw
+        if predicted_saving <= 1e-6:
+            return
+        self.scale = min(max((1.0 - measured_ratio) / predicted_saving, bounds[0]), bounds[1])
+
+
+def _attach(self) -> None:
+    """Make ``"latency"`` a metric of the cost model (budget, reports)."""
+    self.cost_model.register_metric("latency", self.evaluate)
+
+
+LatencyTable.attach = _attach
+
+
+def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int = 1, **partitioner_kw) -> list:
+    """Measure the real latency of the partition at ``target`` on a pruned copy and refit the
+    table, ``rounds`` times. Returns [(predicted ratio, measured ratio)] per round."""
+    import copy
+
+    from .dependency import ChannelSpace
+    from .partition import Partitioner
+    from .surgery import prune_to
+
+    space = table.cost_model.space
+    history = []
+    for _ in range(rounds):
+        table.attach()
+        part = Partitioner(table.cost_model, "latency", **partitioner_kw).partition(scores_fn(), target)
+        twin = copy.deepcopy(space.model)
+        names = dict(twin.named_modules())
+        ignored = [names[space.module_names[m]] for m in space.ignored_layers if m in space.module_names]
+        twin_space = ChannelSpace(twin, space.example_inputs, ignored, ignore_output_layer=False)
+        prune_to(twin, twin_space, part.keep)
+        ratios = []
+        for _ in range(3):   # interleaved, so that drift of the machine cancels in the ratio
+            dense = measure_model(space.model, table.example_inputs, repeats=5)
+            pruned = measure_model(twin, table.example_inputs, repeats=5)
+            ratios.append(pruned / dense)
+        ratio = statistics.median(ratios)
+        predicted = float(table.evaluate(part.keep)) / table.dense_raw
+        history.append((predicted, ratio))
+        if max(ratios) - min(ratios) > 0.1 * ratio:   # the machine is too noisy to learn from
+            break
+        table.calibrate(part.keep, ratio)
+    table.attach()
+    return history

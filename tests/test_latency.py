@@ -1,0 +1,58 @@
+"""Latency budget machinery (no timed assertions: timings only feed the table)."""
+import pytest
+import torch
+
+from ocspruner import OCSPruner
+from ocspruner.cost import CostModel
+from ocspruner.dependency import ChannelSpace
+from ocspruner.latency import LatencyTable
+from ocspruner.models import create_model
+
+
+@pytest.fixture(scope="module")
+def table():
+    model = create_model("tiny_convnet").eval()
+    space = ChannelSpace(model, torch.randn(1, 3, 16, 16))
+    return LatencyTable(CostModel(space), torch.randn(4, 3, 16, 16), repeats=1)
+
+
+def test_interpolation_is_bilinear_on_the_grid(table):
+    name, in_seg, out_seg, g_in, g_out, grid, _ = next(e for e in table.entries if e[1] is not None)
+    # exactly on grid points the lookup returns the table entry; half-way, the mean
+    for value, expected_w in [(g_in[0], 0.0), (g_in[-1], 1.0), ((g_in[-2] + g_in[-1]) / 2, 0.5)]:
+        i, w = LatencyTable._interp(g_in, torch.tensor(float(value), dtype=torch.float64))
+        assert float(w) == pytest.approx(expected_w) or (expected_w == 0.0 and float(w) == pytest.approx(0.0))
+    assert grid.shape == (len(g_in), len(g_out)) and bool((grid > 0).all())
+
+
+def test_calibration_scales_predicted_savings_by_hand(table):
+    space = table.cost_model.space
+    keep = torch.ones(space.num_channels, dtype=torch.bool)
+    keep[: space.num_channels // 2] = False
+    # a known table response (timings of a tiny net are all overhead): 10 ms dense, -8 ms at 0 kept
+    table.raw = lambda k: torch.tensor(10.0, dtype=torch.float64) - 8.0 * (1 - k.double().mean())
+    raw_ratio = float(table.raw(keep)) / table.dense_raw
+    assert raw_ratio == pytest.approx(0.6)
+    table.calibrate(keep, measured_ratio=1 - 1.2 * (1 - raw_ratio))   # real saving 20% larger
+    assert table.scale == pytest.approx(1.2)
+    assert float(table.evaluate(keep)) / table.dense_raw == pytest.approx(1 - 1.2 * (1 - raw_ratio))
+    full = torch.ones(space.num_channels, dtype=torch.bool)
+    assert float(table.evaluate(full)) == pytest.approx(table.dense_raw)          # dense point fixed
+    table.calibrate(keep, measured_ratio=0.0)                                      # absurd: clamped
+    assert table.scale == 1.5
+    table.scale = 1.0
+    del table.raw
+
+
+def test_latency_budget_through_the_engine():
+    # ResNet-20 can always save far more than 5% of its latency, however noisy the timings are
+    # (a tiny net is all fixed overhead, so whether 5% is reachable would depend on the machine)
+    model = create_model("resnet20")
+    pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.05, metric="latency", latency_batch=8,
+                       max_prune_fraction=0.9, round_to=4)
+    assert "latency" in pruner.cost_model.dense and pruner.latency_calibration
+    part = pruner.partition()
+    predicted = 1 - float(pruner.cost_model.evaluate(part.keep, "latency")) / pruner.cost_model.dense["latency"]
+    assert predicted >= 0.05
+    with pytest.raises(ValueError, match="metric must be"):
+        OCSPruner(create_model("tiny_convnet"), torch.randn(1, 3, 16, 16), metric="energy")
