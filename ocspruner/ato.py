@@ -17,7 +17,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .cost import CostModel
 from .dependency import _CONV, _CONV_T, _NORM, ChannelSpace
 
 
@@ -141,10 +140,6 @@ def prox_group_lasso_(model: nn.Module, space: ChannelSpace, channels: torch.Ten
         p.data.index_copy_(dim, pos.to(p.device), p.data.index_select(dim, pos.to(p.device)) * f)
 
 
-def default_keep_fraction(target: float) -> float:
-    return 1.0 - target
-
-
 def controller_steps(epochs: int, t_start: float, t_end: float) -> tuple[int, int]:
     """Epoch window [start, end) of controller training from fractions of the run."""
     start = int(math.floor(t_start * epochs))
@@ -152,9 +147,4 @@ def controller_steps(epochs: int, t_start: float, t_end: float) -> tuple[int, in
     return start, end
 
 
-def masked_cost(cost_model: CostModel, mask: torch.Tensor, metric: str = "flops") -> torch.Tensor:
-    return cost_model.evaluate(mask.double().cpu() if mask.device.type != "cpu" else mask.double(), metric)
-
-
-__all__ = ["Controller", "ChannelMasker", "flops_regularizer", "prox_group_lasso_", "controller_steps",
-           "masked_cost", "default_keep_fraction"]
+__all__ = ["Controller", "ChannelMasker", "flops_regularizer", "prox_group_lasso_", "controller_steps"]

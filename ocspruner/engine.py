@@ -139,12 +139,9 @@ class OCSPruner:
             self.latency_calibration = calibrate_latency(
                 self.latency_table, self.scores, self.config.target,
                 max_prune_fraction=self.config.max_prune_fraction, round_to=self.config.round_to)
-        self.partitioner = Partitioner(self.cost_model, self.config.metric,
-                                       self.config.max_prune_fraction, self.config.round_to)
+        self._configure()
         self.partitioner.check_target(self.config.target)   # unreachable budgets fail here
         self.regularizer = GroupRegularizer(self.space)
-        self._weights = self.space.layer_weights() if self.config.per_layer_average else None
-        self._lag = self.config.sl_start_lag if self.config.sl_start_lag is not None else self.config.window
         # algorithm state
         self.stage = SEARCH
         self.history: list[torch.Tensor] = []        # keep masks of M_0, M_1, ...
@@ -157,6 +154,14 @@ class OCSPruner:
         self.regularizing = False
         self._model_pruned = False
         self.last_partition: Optional[Partition] = None
+
+    def _configure(self) -> None:
+        """Objects derived from the config (at construction and when a state is restored)."""
+        cfg = self.config
+        self.partitioner = Partitioner(self.cost_model, cfg.metric, cfg.max_prune_fraction, cfg.round_to)
+        self.criterion = get_criterion(cfg.criterion)
+        self._weights = self.space.layer_weights() if cfg.per_layer_average else None
+        self._lag = cfg.sl_start_lag if cfg.sl_start_lag is not None else cfg.window
 
     # -- the three calls a training loop makes -----------------------------------------------
     def epoch_start(self, epoch: int, optimizers: Union[None, torch.optim.Optimizer, list] = None) -> EpochReport:
@@ -316,11 +321,7 @@ class OCSPruner:
         if self.config.metric == "latency" and "latency" not in self.cost_model.dense:
             self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
                                                      self.config.latency_batch)
-        self.partitioner = Partitioner(self.cost_model, self.config.metric,
-                                       self.config.max_prune_fraction, self.config.round_to)
-        self.criterion = get_criterion(self.config.criterion)
-        self._weights = self.space.layer_weights() if self.config.per_layer_average else None
-        self._lag = self.config.sl_start_lag if self.config.sl_start_lag is not None else self.config.window
+        self._configure()
         self.history = [row.bool() for row in state["history"]]
         self.raw = [None if math.isnan(v) else v for v in state["raw"].tolist()]
         self.avg = [None if math.isnan(v) else v for v in state["avg"].tolist()]
@@ -351,13 +352,4 @@ def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[i
     return table
 
 
-def cost_report(pruner: OCSPruner) -> dict:
-    """Dense and current cost for both metrics, for logs and summaries."""
-    out = {}
-    for metric in ("flops", "params"):
-        out[f"dense_{metric}"] = pruner.cost_model.dense[metric]
-        out[metric] = pruner.current_cost(metric)
-    return out
-
-
-__all__ = ["OCSPruner", "OCSConfig", "EpochReport", "BudgetError", "SEARCH", "SPARSITY", "PRUNED", "cost_report"]
+__all__ = ["OCSPruner", "OCSConfig", "EpochReport", "BudgetError", "SEARCH", "SPARSITY", "PRUNED"]

@@ -38,6 +38,17 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def architecture_of(space: ChannelSpace, keep: torch.Tensor) -> dict:
+    """Kept channels of every group by original index: enough to rebuild the pruned model."""
+    return {"groups": [[g.key, g.size] for g in space.groups],
+            "kept": {k: sorted(v) for k, v in space.subnetwork(keep).items()}}
+
+
+def kept_channels_of(cost: CostModel, keep: torch.Tensor) -> list:
+    """Output channels (kept, original) per conv/linear layer, for channels.json / Fig. 6."""
+    return [{"name": n, "kept": k, "original": o} for n, (k, o) in cost.kept_channels_per_layer(keep).items()]
+
+
 class Method:
     name = "base"
 
@@ -162,13 +173,10 @@ class OCSPrunerMethod(Method):
         return e.final_keep if e.final_keep is not None else torch.ones(e.space.num_channels, dtype=torch.bool)
 
     def architecture(self) -> Optional[dict]:
-        e = self.engine
-        return {"groups": [[g.key, g.size] for g in e.space.groups],
-                "kept": {k: sorted(v) for k, v in e.space.subnetwork(self._final_keep()).items()}}
+        return architecture_of(self.engine.space, self._final_keep())
 
     def kept_channels(self) -> list:
-        pairs = self.engine.cost_model.kept_channels_per_layer(self._final_keep())
-        return [{"name": n, "kept": k, "original": o} for n, (k, o) in pairs.items()]
+        return kept_channels_of(self.engine.cost_model, self._final_keep())
 
     def summary(self) -> dict:
         e, cm = self.engine, self.engine.cost_model
@@ -403,17 +411,17 @@ class AutoTrainOnce(Method):
         self.ctrl_opt.load_state_dict(state["ctrl_opt"])
         self.mask, self.step, self.frozen = state["mask"].bool(), int(state["step"]), bool(state.get("frozen", False))
 
+    def _final_keep(self) -> torch.Tensor:
+        return self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+
     def architecture(self):
-        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
-        return {"groups": [[g.key, g.size] for g in self.space.groups],
-                "kept": {k: sorted(v) for k, v in self.space.subnetwork(keep).items()}}
+        return architecture_of(self.space, self._final_keep())
 
     def kept_channels(self) -> list:
-        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
-        return [{"name": n, "kept": k, "original": o} for n, (k, o) in self.cost.kept_channels_per_layer(keep).items()]
+        return kept_channels_of(self.cost, self._final_keep())
 
     def summary(self) -> dict:
-        keep = self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+        keep = self._final_keep()
         return {"target": self.target, "dense_flops": self.cost.dense["flops"], "dense_params": self.cost.dense["params"],
                 "final_flops": float(self.cost.evaluate(keep, "flops")),
                 "final_params": float(self.cost.evaluate(keep, "params")), "pruned": self.final_keep is not None}

@@ -1,8 +1,6 @@
 """Growing penalty factor lambda_t (paper Eq. 7) as pure functions."""
 from __future__ import annotations
 
-import math
-
 
 def growing_lambda(t: int, t_sl_start: int, lambda0: float, delta: float, interval: int = 1,
                    mode: str = "linear") -> float:
@@ -30,10 +28,3 @@ def shrink_factor(lam: float, lr: float) -> float:
     """Eq. 9's multiplier (1 - lambda_t * learning-rate_t), clipped at 0 so a huge lambda*lr
     zeroes a channel instead of flipping its sign."""
     return max(0.0, 1.0 - lam * lr)
-
-
-def check_non_negative(value: float, name: str) -> float:
-    """Validate a non-negative finite hyper-parameter (one-line error otherwise)."""
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value

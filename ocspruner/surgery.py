@@ -48,10 +48,7 @@ def masked_copy(model: nn.Module, space: ChannelSpace, keep: torch.Tensor) -> nn
     """A deep copy of ``model`` with the removed channels zeroed (the model itself is untouched).
     Must be called before physical pruning (it uses the original parameter layout)."""
     twin = copy.deepcopy(model)
-    params = dict(twin.named_parameters())
-    with torch.no_grad():
-        for (name, dim), pos in removed_positions(space, keep).items():
-            params[name].index_fill_(dim, pos.to(params[name].device), 0.0)
+    zero_pruned_(twin, space, keep)   # parameter names are the same in the copy
     return twin
 
 
