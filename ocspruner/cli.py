@@ -102,7 +102,6 @@ def main(argv=None) -> int:
     if args.command is None:
         _parser().print_help()
         return 0
-    from .checkpoint import CheckpointManager  # noqa: F401  (import errors surface early)
     from .config import ConfigError
     from .data import DataError
     from .dependency import UnsupportedModelError

@@ -184,6 +184,7 @@ class OCSPruner:
         report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction)
         self.regularizing = False
         in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
+        stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(self.avg, t, cfg.epsilon)  # Eq. 6
         if self.stage == SEARCH:
             start = (cfg.sl_start_epoch == t) if cfg.sl_start_epoch is not None else \
                 stability.sl_start_reached(self.avg, t, cfg.tau, self._lag)
@@ -194,7 +195,7 @@ class OCSPruner:
                 report.sl_started = True
                 report.events.append(f"t_sl-start = {t}")
         elif self.stage == SPARSITY:
-            if cfg.prune_epoch is not None or not stability.is_stable(self.avg, t, cfg.epsilon):
+            if not stable:
                 self.lam = growing_lambda(t, self.t_sl_start, cfg.lambda0, cfg.delta,
                                           cfg.lambda_interval, cfg.lambda_mode)            # Eq. 7
                 self.regularizer.set_pruned(self.model, ~part.keep)                      # G_prune^t
@@ -204,12 +205,11 @@ class OCSPruner:
                 report.events.append(f"stable: J_avg = {self.avg[t]:.6f} >= 1 - epsilon")
         forced = (cfg.prune_epoch is not None and t >= cfg.prune_epoch) or \
                  (cfg.max_prune_epoch is not None and t >= cfg.max_prune_epoch)
-        stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(self.avg, t, cfg.epsilon)
         if stable or forced:
             if forced and not stable:
                 report.events.append(f"pruning forced at epoch {t}")
             self._prune(t, part.keep, optimizers)
-            report.pruned, report.stage, report.lam = True, PRUNED, 0.0
+            report.pruned, report.lam = True, 0.0
             report.events.append(f"t* = {t}: pruned to {part.reduction:.2%} {cfg.metric} reduction")
         report.stage = self.stage
         return report

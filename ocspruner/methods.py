@@ -49,6 +49,13 @@ def kept_channels_of(cost: CostModel, keep: torch.Tensor) -> list:
     return [{"name": n, "kept": k, "original": o} for n, (k, o) in cost.kept_channels_per_layer(keep).items()]
 
 
+def cost_fields(cost: CostModel, keep: torch.Tensor) -> dict:
+    """FLOPs, params and FLOPs reduction of a keep vector, for the per-epoch metrics."""
+    flops = float(cost.evaluate(keep, "flops"))
+    return {"flops": flops, "params": float(cost.evaluate(keep, "params")),
+            "flops_reduction": 1 - flops / cost.dense["flops"]}
+
+
 class Method:
     name = "base"
 
@@ -148,12 +155,9 @@ class OCSPrunerMethod(Method):
 
     def epoch_start(self, epoch, optimizer) -> dict:
         rep = self.engine.epoch_start(epoch, optimizer)
-        cm = self.engine.cost_model
         keep = self.engine.final_keep if self.engine.final_keep is not None else self.engine.last_partition.keep
         return {"stage": rep.stage, "similarity": rep.similarity, "similarity_avg": rep.similarity_avg,
-                "lambda": rep.lam, "flops": float(cm.evaluate(keep, "flops")),
-                "params": float(cm.evaluate(keep, "params")),
-                "flops_reduction": 1 - float(cm.evaluate(keep, "flops")) / cm.dense["flops"],
+                "lambda": rep.lam, **cost_fields(self.engine.cost_model, keep),
                 "events": rep.events, "pruned": rep.pruned, "sl_started": rep.sl_started}
 
     def after_backward(self) -> None:
@@ -341,11 +345,9 @@ class AutoTrainOnce(Method):
             # projection drives them to zero during the remaining epochs and the final prune
             # removes only dead channels (instead of live ones with no training left).
             self.mask, self.frozen = self._budget_keep(self.mask), True
-        keep = self._budget_keep(self.mask)
-        flops = float(self.cost.evaluate(keep, "flops"))
+        keep = self.mask if self.frozen else self._budget_keep(self.mask)   # a frozen mask meets the budget
         stage = "search" if epoch < self.c_start else ("controller" if epoch <= self.c_end else "frozen")
-        return {"stage": stage, "flops": flops, "params": float(self.cost.evaluate(keep, "params")),
-                "flops_reduction": 1 - flops / self.cost.dense["flops"],
+        return {"stage": stage, **cost_fields(self.cost, keep),
                 "lambda": self.opts["lam"] if epoch >= self.t_w else 0.0}
 
     def after_step(self, optimizer) -> None:
