@@ -15,7 +15,10 @@ FLOPs convention (metric ``"flops"``), identical per layer to torch-pruning's
     plus ``prod(out spatial) * C_out`` for a bias;
   * Linear: ``tokens * in * out`` MACs, plus ``out`` for a bias (counted once per call, as the
     counter does);
-  * BatchNorm / GroupNorm / InstanceNorm / LayerNorm: ``elements`` (x2 with affine parameters).
+  * BatchNorm / GroupNorm / InstanceNorm / LayerNorm: ``elements`` (x2 with affine parameters);
+  * nn.MultiheadAttention (embedding width E, H heads, query/key lengths Lq, Lk): the q/k/v and
+    output projections, the q scaling, the biases, QK^T and AV (``2 Lq Lk E``) and the softmax
+    (``H Lq Lk``), term for term as torch-pruning's counter adds them.
   Activations, pooling, residual additions and functional matmuls (attention scores) are NOT
   counted: they are memory-bound, and the hook counters miss functional ops anyway.
 Parameters (metric ``"params"``): every parameter tensor's element count with pruned dimensions
@@ -76,8 +79,16 @@ class CostModel:
             if isinstance(output, torch.Tensor) and inputs and isinstance(inputs[0], torch.Tensor):
                 records.append((mod, inputs[0].shape, output.shape))
 
+        def attention_hook(mod, args, kwargs, output):
+            q = args[0] if args else kwargs.get("query")
+            k = args[1] if len(args) > 1 else kwargs.get("key")
+            if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor):
+                records.append((mod, q.shape, k.shape))
+
         handles = [m.register_forward_hook(hook) for m in model.modules()
                    if isinstance(m, _CONV + _CONV_T + (nn.Linear,) + _NORM)]
+        handles += [m.register_forward_hook(attention_hook, with_kwargs=True) for m in model.modules()
+                    if isinstance(m, nn.MultiheadAttention)]
         was_training = model.training
         try:
             model.eval()
@@ -111,12 +122,31 @@ class CostModel:
                 self._add("flops", name, tokens, in_seg, out_seg)
                 if mod.bias is not None:
                     self._add("flops", name, 1.0 / batch, out_seg)
+            elif isinstance(mod, nn.MultiheadAttention):
+                self._attention_flops(mod, name, in_shape, out_shape, batch)
             else:  # normalisation layers: elements (x2 with affine), linear in the channel count
                 channels = _norm_channels(mod)
                 affine = getattr(mod, "affine", getattr(mod, "elementwise_affine", False))
                 per_channel = math.prod(in_shape) / channels / batch
                 seg = self._layer_segment(mod, "out", channels)
                 self._add("flops", name, per_channel * (2 if affine else 1), seg)
+
+    def _attention_flops(self, mod: nn.MultiheadAttention, name: str, q_shape, k_shape, batch: int) -> None:
+        """nn.MultiheadAttention per example, self-attention layout (q, k, v of width E)."""
+        if len(q_shape) != 3:
+            raise ValueError(f"nn.MultiheadAttention '{name}': only batched (3-D) inputs are supported")
+        len_dim, batch_dim = (1, 0) if mod.batch_first else (0, 1)
+        lq, lk = q_shape[len_dim], k_shape[len_dim]
+        per = q_shape[batch_dim] / batch                    # examples per call
+        e = self._layer_segment(mod, "out", mod.embed_dim)
+        self._add("flops", name, per * lq, e)                           # q scaling
+        self._add("flops", name, per * (lq + 2 * lk), e, e)             # q, k, v projections
+        if mod.in_proj_bias is not None:
+            self._add("flops", name, per * (lq + 2 * lk), e)
+        self._add("flops", name, per * 2 * lq * lk, e)                  # QK^T and AV over all heads
+        self._add("flops", name, per * mod.num_heads * lq * lk)         # softmax
+        self._add("flops", name, per * lq, e, e)                        # output projection
+        self._add("flops", name, per * lq, e)                           # its bias (always counted)
 
     def _capture_params(self) -> None:
         dims: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}

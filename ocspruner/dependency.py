@@ -65,7 +65,11 @@ class ChannelGroup:
     layers: list[str]                 # conv/linear modules whose OUTPUT channels are this group
     root_module: nn.Module = field(repr=False)
     root_handler: object = field(repr=False)
-    step: int = 1                     # kept width must be a multiple of this (GroupNorm num_groups)
+    step: int = 1                     # kept units must be a multiple of this (GroupNorm num_groups)
+    # Channels per unit. With blocks = B > 1 the root's n channels form B equal blocks (attention
+    # heads of nn.MultiheadAttention, groups of a grouped conv) that must all lose the same
+    # positions, so group channel j is the aligned set {j + b * size : b < B} of root channels.
+    blocks: int = 1
     heads_of: Optional[nn.Module] = field(default=None, repr=False)   # attention whose heads these are
 
     @property
@@ -133,6 +137,7 @@ class ChannelSpace:
             self.graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
                 verbose=False)
+            _repair_split_nodes(self.graph)
         finally:
             model.train(was_training)
         self.ignored_layers = ignored
@@ -172,40 +177,64 @@ class ChannelSpace:
         merged: dict[tuple[str, int], dict[int, int]] = {}
         weight_flags: dict[tuple[str, int], bool] = {}
         layers: list[str] = []
-        step = 1
+        entries: list[tuple[nn.Module, str, list[int], list[int]]] = []
+        norm_groups, blocks = [], 1
         for item in tp_group.items:
             module, handler = item.dep.target.module, item.dep.handler
             is_out = self.graph.is_out_channel_pruning_fn(handler)
             local = [int(i) for i in item.idxs]
             roots = [int(i) for i in item.root_idxs]
-            for pname, dim, is_weight in self._param_dims(module, is_out, item.dep):
+            for pname, dim, is_weight, where in self._param_dims(module, is_out, item.dep):
                 slot = merged.setdefault((pname, dim), {})
                 for pos, ch in zip(local, roots):
-                    slot.setdefault(pos, ch)
+                    for q in where(pos):
+                        slot.setdefault(q, ch)
                 weight_flags[(pname, dim)] = is_weight
-            if isinstance(module, nn.Module) and isinstance(module, _CONV + _CONV_T + (nn.Linear,) + _NORM):
-                role = "out" if is_out else "in"
-                pos = torch.tensor(local, dtype=torch.long)
-                ids = torch.tensor(roots, dtype=torch.long) + offset
-                prev = self.layer_maps.get((module, role))
-                if prev is not None:  # the same layer reached twice (e.g. depthwise in/out): merge
-                    pos, ids = torch.cat([prev[0], pos]), torch.cat([prev[1], ids])
-                    pos, first = _unique_first(pos)
-                    ids = ids[first]
-                self.layer_maps[(module, role)] = (pos, ids)
+            n_blocks = _equal_blocks(module)
+            if n_blocks > 1:
+                # heads / conv groups / chunks must lose the same positions: aligned units
+                if local != roots or sorted(local) != list(range(size)):
+                    raise UnsupportedModelError(
+                        f"'{self.module_names.get(module, module)}' ({type(module).__name__}) needs the same channels removed "
+                        f"from each of its {n_blocks} heads/groups, but its channels mix several groups (concat or "
+                        f"split before it); pass it in ignored_layers")
+                blocks = math.lcm(blocks, n_blocks)
+            if isinstance(module, nn.Module) and isinstance(module, _CONV + _CONV_T + (nn.Linear,) + _NORM
+                                                            + (nn.MultiheadAttention,)):
+                entries.append((module, "out" if is_out or isinstance(module, nn.MultiheadAttention) else "in",
+                                local, roots))
                 if is_out and isinstance(module, _CONV + _CONV_T + (nn.Linear,)):
                     layers.append(self.module_names[module])
                 if isinstance(module, nn.GroupNorm):   # GroupNorm needs C % num_groups == 0
-                    step = math.lcm(step, module.num_groups)
+                    norm_groups.append(module.num_groups)
+        unit = size
+        if blocks > 1:
+            if size % blocks:
+                raise UnsupportedModelError(f"group '{key}' has {size} channels, not divisible into {blocks} "
+                                            f"equal heads/groups; pass '{key}' in ignored_layers")
+            unit = size // blocks
+        # kept channels = kept units * blocks must be a multiple of every GroupNorm's num_groups
+        step = 1
+        for g in norm_groups:
+            step = math.lcm(step, g // math.gcd(g, blocks))
+        for module, role, local, roots in entries:
+            pos = torch.tensor(local, dtype=torch.long)
+            ids = torch.tensor(roots, dtype=torch.long) % unit + offset
+            prev = self.layer_maps.get((module, role))
+            if prev is not None:  # the same layer reached twice (e.g. depthwise in/out): merge
+                pos, ids = torch.cat([prev[0], pos]), torch.cat([prev[1], ids])
+                pos, first = _unique_first(pos)
+                ids = ids[first]
+            self.layer_maps[(module, role)] = (pos, ids)
         slices = []
         for (pname, dim), pos_to_ch in merged.items():
             pos = torch.tensor(sorted(pos_to_ch), dtype=torch.long)
-            ch = torch.tensor([pos_to_ch[int(p)] for p in pos], dtype=torch.long)
+            ch = torch.tensor([pos_to_ch[int(p)] % unit for p in pos], dtype=torch.long)
             slices.append(ParamSlice(pname, dim, pos, ch, weight_flags[(pname, dim)]))
-        if size <= step:
+        if unit <= step:
             return None  # cannot remove a multiple of `step` and keep a channel
-        return ChannelGroup(key=key, size=size, offset=offset, slices=slices, layers=sorted(set(layers)),
-                            root_module=root, root_handler=root_dep.handler, step=step)
+        return ChannelGroup(key=key, size=unit, offset=offset, slices=slices, layers=sorted(set(layers)),
+                            root_module=root, root_handler=root_dep.handler, step=step, blocks=blocks)
 
     def _head_group(self, name: str, attn: nn.Module, offset: int) -> Optional[ChannelGroup]:
         """One channel per attention head: head h owns its q, k and v rows of ``qkv`` (weight and
@@ -228,32 +257,38 @@ class ChannelSpace:
         return ChannelGroup(key=f"{name}:heads", size=heads, offset=offset, slices=slices, layers=[qkv],
                             root_module=attn, root_handler=None, heads_of=attn)
 
-    def _param_dims(self, module, is_out: bool, dep) -> list[tuple[str, int, bool]]:
-        """(parameter name, channel dimension, is_weight) for one group item."""
+    def _param_dims(self, module, is_out: bool, dep) -> list[tuple]:
+        """(parameter name, channel dimension, is_weight, where) for one group item; ``where``
+        maps a channel's position in the item to its positions along that parameter dimension."""
+        same = _same_position
         if isinstance(module, nn.Parameter):  # a bare parameter (cls token, position embedding)
             dim = dict((id(p), d) for p, d in self.graph.unwrapped_parameters or []).get(id(module))
             if dim is None:
                 dim = getattr(dep.target, "pruning_dim", -1)
             dim = dim % module.dim()
-            return [(self.param_names[module], dim, True)]
+            return [(self.param_names[module], dim, True, same)]
+        if isinstance(module, nn.MultiheadAttention):
+            return self._attention_dims(module)
         if not isinstance(module, nn.Module) or not any(True for _ in module.parameters(recurse=False)):
             return []  # parameter-free node (elementwise op, reshape, concat, pooling, ...)
         mname = self.module_names[module]
 
-        def entry(attr, dim, is_weight=True):
+        def entry(attr, dim, is_weight=True, where=same):
             p = getattr(module, attr, None)
-            return [(f"{mname}.{attr}" if mname else attr, dim, is_weight)] if isinstance(p, nn.Parameter) else []
+            return [(f"{mname}.{attr}" if mname else attr, dim, is_weight, where)] if isinstance(p, nn.Parameter) else []
 
         if isinstance(module, _CONV):
             depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
             if is_out or depthwise:
                 return entry("weight", 0) + entry("bias", 0, False)
-            if module.groups > 1:
-                raise UnsupportedModelError(
-                    f"grouped convolution '{mname}' (groups={module.groups}) cannot have its input "
-                    f"channels pruned yet; pass it in ignored_layers")
+            if module.groups > 1:   # weight column c % (C_in / groups) serves input channel c
+                per_group = module.in_channels // module.groups
+                return entry("weight", 1, where=lambda p: (p % per_group,))
             return entry("weight", 1)
         if isinstance(module, _CONV_T):
+            if module.groups > 1:
+                raise UnsupportedModelError(f"grouped transposed convolution '{mname}' cannot be pruned yet; "
+                                            f"pass it in ignored_layers")
             if is_out:
                 return entry("weight", 1) + entry("bias", 0, False)
             return entry("weight", 0)
@@ -268,6 +303,29 @@ class ChannelSpace:
         raise UnsupportedModelError(
             f"module '{mname}' ({type(module).__name__}) is in a pruning group but ocspruner does not "
             f"know how its parameters are laid out; pass it in ignored_layers")
+
+    def _attention_dims(self, mha: nn.MultiheadAttention) -> list[tuple]:
+        """nn.MultiheadAttention: its embedding dimension is both its input and its output. Stream
+        channel c owns row c of each of q, k and v in ``in_proj_weight`` (and bias), column c,
+        row and column c of ``out_proj``, and entry c of ``bias_k``/``bias_v``."""
+        name = self.module_names[mha]
+        if not mha._qkv_same_embed_dim:
+            raise UnsupportedModelError(
+                f"nn.MultiheadAttention '{name}' has kdim/vdim different from embed_dim (separate q/k/v "
+                f"weights), which cannot be pruned consistently; pass it in ignored_layers")
+        e = mha.embed_dim
+        p = (lambda a: f"{name}.{a}") if name else (lambda a: a)
+        qkv = lambda c: (c, c + e, c + 2 * e)   # noqa: E731
+        dims = [(p("in_proj_weight"), 0, True, qkv), (p("in_proj_weight"), 1, True, _same_position),
+                (p("out_proj.weight"), 0, True, _same_position), (p("out_proj.weight"), 1, True, _same_position)]
+        if mha.in_proj_bias is not None:
+            dims.append((p("in_proj_bias"), 0, False, qkv))
+        if mha.out_proj.bias is not None:
+            dims.append((p("out_proj.bias"), 0, False, _same_position))
+        for attr in ("bias_k", "bias_v"):
+            if getattr(mha, attr) is not None:
+                dims.append((p(attr), 2, False, _same_position))
+        return dims
 
     # -- queries -----------------------------------------------------------------------------
     def channel_group_index(self) -> torch.Tensor:
@@ -299,6 +357,81 @@ class ChannelSpace:
         """Number of conv/linear layers whose outputs each group holds: weights that make the
         Jaccard average of Eq. 3 run over layers instead of groups."""
         return {g.key: float(max(1, len(g.layers))) for g in self.groups}
+
+
+def _repair_split_nodes(graph) -> None:
+    """torch-pruning 1.6 reads split sizes from ``_saved_self_sizes``, which torch >= 2.x calls
+    ``_saved_self_sym_sizes``; for ``torch.chunk`` it then guesses sizes from the consumers and
+    gets them wrong when a chunk feeds a concatenation directly (ShuffleNetV2's pass-through
+    half). It also pairs a split's outputs with offsets in graph order, not in output order.
+    Here the sizes come from the autograd node itself, each consumer is matched to its output
+    index through its own ``next_functions``, and the index mappings are rebuilt."""
+    from torch_pruning.dependency import index_mapping
+
+    repaired = False
+    for node in graph.module2node.values():
+        fn = getattr(node, "grad_fn", None)
+        if node.type != tp.ops.OPTYPE.SPLIT or fn is None or getattr(fn, "_saved_dim", None) != 1:
+            continue
+        total = int(fn._saved_self_sym_sizes[1])
+        if hasattr(fn, "_saved_split_sizes"):
+            sizes = [int(v) for v in fn._saved_split_sizes]
+        else:
+            step = int(fn._saved_split_size)
+            sizes = [min(step, total - i) for i in range(0, total, step)]
+        index_of = {}
+        for out in node.outputs:
+            nexts = getattr(out.grad_fn, "next_functions", None) or ()
+            idx = [nr for f, nr in nexts if f is fn]
+            if len(idx) != 1:
+                return  # cannot tell which output feeds which consumer: keep torch-pruning's guess
+            index_of[out] = idx[0]
+        node.outputs.sort(key=lambda o: index_of[o])
+        used = [index_of[o] for o in node.outputs]
+        node.module.split_sizes = [sizes[i] for i in used]
+        offsets = [0]
+        for v in sizes:
+            offsets.append(offsets[-1] + v)
+        # offsets of the used outputs, in the order of node.outputs (unused chunks are skipped)
+        node.module.offsets = _used_offsets(offsets, used)
+        repaired = True
+    if repaired:   # concat sizes were cached from the wrong split sizes: infer them again
+        for node in graph.module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT:
+                node.module.concat_sizes, node.module.offsets = None, None
+        index_mapping.update_index_mapping(graph)
+
+
+def _used_offsets(offsets: list[int], used: list[int]) -> list[int]:
+    if used == list(range(len(offsets) - 1)):
+        return offsets
+    raise UnsupportedModelError("a torch.split/chunk output is unused; the split cannot be pruned consistently; "
+                                "pass the layer before the split in ignored_layers")
+
+
+def _same_position(pos: int) -> tuple[int]:
+    return (pos,)
+
+
+def _equal_blocks(module) -> int:
+    """Number of equal blocks a node splits its channels into, which must all keep the same
+    positions: attention heads of nn.MultiheadAttention (the head split is a reshape), groups of a
+    grouped conv, and the outputs of ``torch.chunk`` (equal split sizes; re-chunking a pruned
+    tensor must give each branch back its own channels). 1 for anything else."""
+    if isinstance(module, nn.MultiheadAttention):
+        return module.num_heads
+    if _is_grouped_conv(module):
+        return module.groups
+    sizes = getattr(module, "split_sizes", None)
+    if isinstance(module, tp.ops._SplitOp) and sizes and len(sizes) > 1 and len(set(sizes)) == 1:
+        return len(sizes)
+    return 1
+
+
+def _is_grouped_conv(module) -> bool:
+    """A convolution with 1 < groups that is not depthwise (ResNeXt, RegNet)."""
+    return isinstance(module, _CONV) and module.groups > 1 and not (
+        module.groups == module.in_channels == module.out_channels)
 
 
 def _unique_first(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

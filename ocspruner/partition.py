@@ -66,7 +66,9 @@ class Partitioner:
             fractions.append(float(f))
         caps = torch.floor(torch.tensor(fractions, dtype=torch.float64) * self.sizes).long()
         # kept widths are multiples of round_to and of each group's own step (GroupNorm groups)
-        self.multiple = torch.tensor([math.lcm(self.round_to, g.step) for g in space.groups], dtype=torch.long)
+        # (in units: a unit of a blocked group is `blocks` channels, so round_to shrinks accordingly)
+        self.multiple = torch.tensor([math.lcm(self.round_to // math.gcd(self.round_to, g.blocks), g.step)
+                                      for g in space.groups], dtype=torch.long)
         min_keep = torch.clamp(self.multiple, max=self.sizes)
         self.caps = torch.minimum(caps, self.sizes - torch.clamp(min_keep, min=1))  # >= 1 channel kept
         self.dense_cost = cost_model.dense[metric]
@@ -122,8 +124,9 @@ class Partitioner:
             else:
                 lo = mid + 1
         keep, cost, k = best
-        if bool((self.multiple == 1).all()):   # refilling single channels would break multiples
-            keep, cost = self._restore(keep, cost, target, global_order[:k])
+        # refill single channels only where that cannot break a multiple
+        refillable = global_order[:k][self.multiple[self.group_of[global_order[:k]]] == 1]
+        keep, cost = self._restore(keep, cost, target, refillable)
         return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
 
     def _restore(self, keep: torch.Tensor, cost: float, target: float,

@@ -9,6 +9,7 @@ had never existed and the learning-rate schedule is untouched.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Optional
 
 import torch
@@ -63,10 +64,11 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
     for g in space.groups:
         kept = int(keep[g.offset:g.offset + g.size].sum())
         if kept != g.size and kept % g.step:
-            raise ValueError(f"group '{g.key}' would keep {kept} channels; its GroupNorm needs a multiple of {g.step}")
+            raise ValueError(f"group '{g.key}' would keep {kept} units; its GroupNorm needs a multiple of {g.step}")
     removed = removed_positions(space, keep)
     old = dict(model.named_parameters())
     old_shapes = {n: tuple(p.shape) for n, p in old.items()}
+    head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     for g in space.groups:
         local = keep[g.offset:g.offset + g.size]
         if bool(local.all()):
@@ -76,8 +78,11 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
         idxs = torch.nonzero(~local).flatten().tolist()
         if g.heads_of is not None:
             _prune_heads(g.heads_of, idxs)
-        else:
+        else:   # unit j of a blocked group is root channel j of every block (same position per head)
+            idxs = [j + b * g.size for b in range(g.blocks) for j in idxs]
             space.graph.get_pruning_group(g.root_module, g.root_handler, idxs).prune()
+    for mha, head_dim in head_dims.items():
+        _keep_attention_scale(mha, head_dim)
     new = dict(model.named_parameters())
 
     kept_index: dict[str, dict[int, torch.Tensor]] = {}
@@ -117,6 +122,20 @@ def _prune_heads(attn: nn.Module, heads: list) -> None:
     proj.weight = nn.Parameter(proj.weight.index_select(1, cols.to(proj.weight.device)).clone())
     proj.in_features = len(cols)
     attn.num_heads = len(keep)
+
+
+@torch.no_grad()
+def _keep_attention_scale(mha: nn.MultiheadAttention, old_head_dim: int) -> None:
+    """nn.MultiheadAttention scales q.k by 1/sqrt(head_dim). After its head dimension shrank
+    from d to d', the q rows are multiplied by sqrt(d'/d) so that the scores stay what they were
+    with the removed coordinates zeroed: pruned output == masked output."""
+    if mha.head_dim == old_head_dim:
+        return
+    factor = math.sqrt(mha.head_dim / old_head_dim)
+    e = mha.embed_dim
+    mha.in_proj_weight[:e].mul_(factor)
+    if mha.in_proj_bias is not None:
+        mha.in_proj_bias[:e].mul_(factor)
 
 
 def remap_optimizer(optimizer: torch.optim.Optimizer, old: dict, new: dict,
