@@ -86,14 +86,16 @@ class ChannelMasker:
 
     def __enter__(self):
         for (module, role), (pos, ids) in self.space.layer_maps.items():
-            if role != "out" or not isinstance(module, _CONV + _CONV_T + (nn.Linear,) + _NORM):
+            if role != "out" or not isinstance(module, _CONV + _CONV_T + (nn.Linear, nn.MultiheadAttention) + _NORM):
                 continue
-            channel_dim = -1 if isinstance(module, (nn.Linear, nn.LayerNorm)) else 1
+            channel_dim = -1 if isinstance(module, (nn.Linear, nn.LayerNorm, nn.MultiheadAttention)) else 1
             self.handles.append(module.register_forward_hook(self._hook(pos, ids, channel_dim)))
         return self
 
     def _hook(self, pos, ids, channel_dim):
         def hook(module, inputs, out):
+            if isinstance(out, tuple):   # nn.MultiheadAttention: (output, attention weights)
+                return (hook(module, inputs, out[0]),) + tuple(out[1:])
             n = out.shape[channel_dim]
             scale = torch.ones(n, dtype=out.dtype, device=out.device)
             scale = scale.index_put((pos.to(out.device),), self.mask[ids.to(out.device)].to(out.dtype))
