@@ -42,15 +42,18 @@ class CheckpointManager:
 
     pattern = re.compile(r"^ckpt-epoch(\d+)\.pt$")
 
-    def __init__(self, directory: str, keep: int = 2):
+    def __init__(self, directory: str, keep: int = 2, create: bool = True):
         self.directory, self.keep = directory, keep
-        os.makedirs(directory, exist_ok=True)
+        if create:     # False on the processes of a multi-process run that do not write (rank > 0)
+            os.makedirs(directory, exist_ok=True)
 
     def path(self, epoch: int) -> str:
         return os.path.join(self.directory, f"ckpt-epoch{epoch:04d}.pt")
 
     def list(self) -> list[tuple[int, str]]:
         found = []
+        if not os.path.isdir(self.directory):
+            return found
         for name in os.listdir(self.directory):
             m = self.pattern.match(name)
             if m:

@@ -69,13 +69,18 @@ def _train(args) -> int:
         cfg = load_config(saved, overrides=args.overrides, updates=updates)
         trainer = Trainer(cfg, run_dir=args.resume)
         start = trainer.resume()
-        print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
+        if trainer.dist.is_main:
+            print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
     else:
         cfg = load_config(args.config, overrides=args.overrides, updates=updates)
         trainer = Trainer(cfg)
-        print(f"run directory: {trainer.run_dir}", flush=True)
+        if trainer.dist.is_main:   # under torchrun only rank 0 prints and writes
+            print(f"run directory: {trainer.run_dir}", flush=True)
     summary = trainer.fit()
-    print(format_summary(summary))
+    if trainer.dist.is_main:
+        print(format_summary(summary))
+    from .distributed import cleanup
+    cleanup()
     return 0
 
 

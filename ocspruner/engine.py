@@ -23,8 +23,8 @@ model was physically pruned to M_{t*} and is an ordinary, smaller nn.Module from
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Optional, Sequence, Union
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -122,7 +122,11 @@ class OCSPruner:
 
     def __init__(self, model: nn.Module, example_inputs, config: Optional[OCSConfig] = None,
                  ignored_layers: Sequence[nn.Module] = (), ignore_output_layer: bool = True,
-                 check_structures: bool = True, **overrides):
+                 check_structures: bool = True, decision_sync: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 **overrides):
+        # Multi-process training: ``decision_sync(keep) -> keep`` returns rank 0's keep mask
+        # (see ocspruner.distributed.decision_sync), so every process prunes to one sub-network.
+        self.decision_sync = decision_sync
         self.config = (config or OCSConfig())
         if overrides:
             self.config = OCSConfig(**{**asdict(self.config), **overrides})
@@ -178,6 +182,15 @@ class OCSPruner:
             raise ValueError(f"epoch_start(epoch={epoch}) called out of order: expected epoch {len(self.history)} "
                              f"(call it once per epoch, starting at 0, or restore the engine's state_dict)")
         part = self.partition()
+        if self.decision_sync is not None:
+            # M_t is decided once (rank 0) for all processes. J, J_avg and the stage rules below
+            # are pure functions of the history of M_t, so every process also takes the same
+            # t_sl-start and t* decisions without a second exchange.
+            keep = self.decision_sync(part.keep).bool()
+            if not torch.equal(keep, part.keep):
+                part = replace(part, keep=keep, cost=float(self.cost_model.evaluate(keep, cfg.metric)),
+                               removed_channels=int((~keep).sum()))
+                self.last_partition = part
         self.history.append(part.keep.clone())
         self._update_similarity()
         t = epoch

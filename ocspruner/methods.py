@@ -58,6 +58,16 @@ def cost_fields(cost: CostModel, keep: torch.Tensor) -> dict:
 
 class Method:
     name = "base"
+    decision_sync: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def set_decision_sync(self, sync: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        """Multi-process training: ``sync(tensor) -> tensor`` returns rank 0's copy of a decision
+        (a keep mask), so that every process trains and prunes the same sub-network. Set by the
+        trainer after :meth:`setup`; None in a single process."""
+        self.decision_sync = sync
+
+    def _decided(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask if self.decision_sync is None else self.decision_sync(mask).to(mask.dtype)
 
     def setup(self, model: nn.Module, example_inputs, cfg) -> None:
         self.model, self.example_inputs, self.cfg = model, example_inputs, cfg
@@ -159,6 +169,10 @@ class OCSPrunerMethod(Method):
         return {"stage": rep.stage, "similarity": rep.similarity, "similarity_avg": rep.similarity_avg,
                 "lambda": rep.lam, **cost_fields(self.engine.cost_model, keep),
                 "events": rep.events, "pruned": rep.pruned, "sl_started": rep.sl_started}
+
+    def set_decision_sync(self, sync) -> None:
+        super().set_decision_sync(sync)
+        self.engine.decision_sync = sync     # M_t (and so J, t_sl-start, t*) decided by rank 0
 
     def after_backward(self) -> None:
         self.engine.after_backward()
@@ -338,13 +352,13 @@ class AutoTrainOnce(Method):
     def epoch_start(self, epoch, optimizer) -> dict:
         self.epoch = epoch
         if self.c_start <= epoch <= self.c_end:        # the mask follows the controller until frozen
-            self.mask = self.controller.hard_mask().cpu()
+            self.mask = self._decided(self.controller.hard_mask().cpu())   # rank 0's controller decides
         elif epoch > self.c_end and not self.frozen:
             # Freeze a mask that meets the budget: if the controller has not reached it, the
             # least salient remaining channels join the masked-out set NOW, so the Eq. 3
             # projection drives them to zero during the remaining epochs and the final prune
             # removes only dead channels (instead of live ones with no training left).
-            self.mask, self.frozen = self._budget_keep(self.mask), True
+            self.mask, self.frozen = self._decided(self._budget_keep(self.mask)), True
         keep = self.mask if self.frozen else self._budget_keep(self.mask)   # a frozen mask meets the budget
         stage = "search" if epoch < self.c_start else ("controller" if epoch <= self.c_end else "frozen")
         return {"stage": stage, **cost_fields(self.cost, keep),
@@ -401,7 +415,7 @@ class AutoTrainOnce(Method):
     def on_train_end(self, optimizer) -> None:
         from .surgery import prune_to
 
-        self.final_keep = self._budget_keep(self.mask)
+        self.final_keep = self._decided(self._budget_keep(self.mask))
         prune_to(self.model, self.space, self.final_keep, [optimizer])
 
     def state_dict(self) -> dict:

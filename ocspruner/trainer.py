@@ -4,6 +4,25 @@ differs only by its strategy object (``methods.py``).
 A run directory holds: config.yaml (resolved), metrics.jsonl (one line per epoch), tb/ (TensorBoard
 events), checkpoints/ (atomic, last N kept), best.pt, final_model.pt + architecture.json,
 channels.json, summary.json and plots/.
+
+Multi-process training: ``torchrun --nproc_per_node=N -m ocspruner train ...`` runs the same
+loop in N processes (CPU: gloo; GPU: NCCL, one GPU per process at ``cuda:LOCAL_RANK``; see
+``distributed.py``). With WORLD_SIZE unset or 1 nothing changes. With N > 1:
+
+* the model trains through DistributedDataParallel; every physical prune (new, smaller
+  parameters) replaces the wrapper by a fresh one over the pruned module, so DDP's gradient
+  buckets match the new parameters; the optimizer's state is remapped in place on every rank;
+* the sub-network is decided once: rank 0's keep mask M_t (ATO: its mask) is broadcast, so all
+  ranks compute the same J, t_sl-start and t* and prune to the same channels; the method's
+  after_backward terms act on DDP's already averaged gradients and identical weights, so they
+  stay identical across ranks; BatchNorm buffers are re-broadcast from rank 0 after each epoch;
+* ``data.batch_size`` is per process (global batch N x batch_size); the training set is split by
+  a seeded DistributedSampler (set_epoch each epoch; it pads with up to N-1 repeated examples,
+  which the train metrics include); validation and test are split into exact, disjoint shards
+  and their counts summed, so val/test metrics are exact;
+* only rank 0 writes files (run directory, checkpoints, metrics, TensorBoard, plots) and picks
+  the run directory name; resume needs the run directory visible to every process (each loads
+  the checkpoint) and is exact with the same number of processes (per-rank RNG states are saved).
 """
 from __future__ import annotations
 
@@ -21,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from . import distributed
 from .checkpoint import CheckpointManager, atomic_write_text, atomic_torch_save
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
@@ -61,13 +81,21 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.init_from_env(cfg.device)      # one process unless under torchrun
+        self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         d = cfg.data
         self.bundle = bundle or build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=cfg.seed,
                                                subset=d.subset, image_size=d.image_size, augment=d.augment,
                                                **d.options)
+        sampler = None
+        if self.dist.enabled:   # each process trains on its share of every epoch, in a seeded order
+            sampler = torch.utils.data.DistributedSampler(self.bundle.train, self.dist.world_size, self.dist.rank,
+                                                          shuffle=True, seed=cfg.seed)
         self.train_loader, self.val_loader, self.test_loader = build_loaders(
-            self.bundle, d.batch_size, workers=d.workers, seed=cfg.seed, pin_memory=self.device.type == "cuda")
+            self.bundle, d.batch_size, workers=d.workers, seed=cfg.seed, pin_memory=self.device.type == "cuda",
+            sampler=sampler)
+        if self.dist.enabled:
+            self._shard_for_ranks()
         if len(self.bundle.train) == 0:
             raise ConfigError("the training set is empty; check data.subset and the data directory")
         if d.batch_size > len(self.bundle.train):
@@ -80,25 +108,58 @@ class Trainer:
             from .io import load_weights
             load_weights(model, cfg.init_from)   # pre-trained start (paper Table 5)
         self.model = model.to(self.device)
+        distributed.broadcast_module_(self.model)   # every process starts from rank 0's weights
         size = self.bundle.image_size
         self.example_inputs = torch.randn(1, self.bundle.in_channels, size, size, device=self.device)
         self.method = method or create_method(cfg.method)
         self.method.setup(self.model, self.example_inputs, cfg)
+        self.method.set_decision_sync(distributed.decision_sync())   # None in one process
         self.method.bind_data(self.bundle.train, d.batch_size, cfg.seed)
         self.total_epochs = self.method.total_epochs()   # a two-cycle pipeline trains longer
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
-        self.run_dir = run_dir or os.path.join(
-            cfg.out_dir, cfg.name or f"{cfg.model}-{self.bundle.name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.makedirs(self.run_dir, exist_ok=True)
-        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints)
+        # rank 0 names the run (the time stamp could differ between processes) and alone writes
+        self.run_dir = distributed.broadcast_object(run_dir or os.path.join(
+            cfg.out_dir, cfg.name or f"{cfg.model}-{self.bundle.name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if self.dist.is_main:
+            os.makedirs(self.run_dir, exist_ok=True)
+        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints,
+                                      create=self.dist.is_main)
+        self._ddp, self._ddp_key = None, None
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": None}
         self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
         self.time_to_prune: Optional[float] = None
         self._writer = None
+
+    # -- multi-process ------------------------------------------------------------------------
+    def _shard_for_ranks(self) -> None:
+        """Validation/test in exact disjoint shards (no padding), and a different augmentation
+        stream per process (rank 0 keeps the single-process one)."""
+        def sharded(loader):
+            return torch.utils.data.DataLoader(
+                loader.dataset, batch_size=loader.batch_size, num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
+                sampler=distributed.ShardSampler(len(loader.dataset), self.dist.rank, self.dist.world_size))
+        self.val_loader, self.test_loader = sharded(self.val_loader), sharded(self.test_loader)
+        if self.dist.rank:
+            for gen in self._generators().values():
+                gen.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank)
+
+    def _net(self) -> nn.Module:
+        """The module the training forward runs through: the model, or under torchrun a
+        DistributedDataParallel over it. The wrapper is rebuilt whenever the parameters changed
+        (a physical prune replaces them): the old one's gradient buckets and hooks belong to the
+        removed parameters. All ranks prune at the same epoch, so all rebuild together."""
+        if not self.dist.enabled:
+            return self.model
+        key = [(id(p), tuple(p.shape)) for p in self.model.parameters()]
+        if self._ddp is None or key != self._ddp_key:
+            self._ddp = None
+            self._ddp, self._ddp_key = distributed.wrap(self.model, self.device), key
+        return self._ddp
 
     # -- one epoch --------------------------------------------------------------------------
     def _autocast(self):
@@ -114,7 +175,10 @@ class Trainer:
         return x, y.to(self.device, non_blocking=True)
 
     def train_epoch(self, epoch: int, progress=None) -> dict:
-        self.model.train()
+        net = self._net()
+        net.train()
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)     # DistributedSampler: a new seeded order
         n_batches = len(self.train_loader)
         total = correct = 0
         loss_sum = 0.0
@@ -122,10 +186,12 @@ class Trainer:
             set_lr(self.optimizer, self.method.learning_rate(epoch + i / n_batches))
             x, y = self._to_device(x, y)
             with self._autocast():
-                out = self.model(x)
+                out = net(x)
                 loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, batch {i}")
+            value = loss.item()
+            if not distributed.all_true(math.isfinite(value)):   # every process stops at the same step
+                where = value if not math.isfinite(value) else "non-finite in another process"
+                raise TrainingDiverged(f"loss became {where} at epoch {epoch}, batch {i}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -138,12 +204,17 @@ class Trainer:
                 self.method.after_backward()
                 self.optimizer.step()
             self.method.after_step(self.optimizer)
-            loss_sum += loss.item() * len(y)
+            loss_sum += value * len(y)
             correct += (out.argmax(1) == y).sum().item()
             total += len(y)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        if self.dist.enabled:
+            # DDP broadcasts buffers at the START of a forward: after the last batch each rank's
+            # BatchNorm statistics differ; rank 0's become everyone's (evaluation, checkpoints)
+            distributed.broadcast_module_(self.model, buffers_only=True)
+            loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
         return {"train_loss": loss_sum / max(total, 1), "train_acc": 100.0 * correct / max(total, 1),
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
@@ -162,6 +233,8 @@ class Trainer:
             correct += (out.argmax(1) == y).sum().item()
             total += len(y)
         model.train(was)
+        if isinstance(getattr(loader, "sampler", None), distributed.ShardSampler):   # exact shards: sum them
+            loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
         if total == 0:
             return {"loss": None, "acc": None}
         return {"loss": loss_sum / total, "acc": 100.0 * correct / total}
@@ -173,12 +246,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        atomic_write_text(os.path.join(self.run_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        main = self.dist.is_main     # only rank 0 writes files and shows progress
         metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
-        if self.start_epoch == 0 and os.path.exists(metrics_path):
-            os.remove(metrics_path)
-        writer = self._tensorboard()
-        show = cfg.progress
+        if main:
+            atomic_write_text(os.path.join(self.run_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if self.start_epoch == 0 and os.path.exists(metrics_path):
+                os.remove(metrics_path)
+        writer = self._tensorboard() if main else None
+        show = cfg.progress and main
         total = self.total_epochs
         epochs_bar = tqdm(range(self.start_epoch, total), desc=f"{cfg.method}", disable=not show,
                           initial=self.start_epoch, total=total, unit="ep")
@@ -207,37 +282,51 @@ class Trainer:
                    "lambda": info.get("lambda", 0.0), "flops": info.get("flops"), "params": info.get("params"),
                    "flops_reduction": info.get("flops_reduction"), "epoch_time": epoch_time,
                    "elapsed": self.elapsed, "events": info.get("events", [])}
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            if main:
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
             self._log_tb(writer, row)
             final_arch = info.get("stage") in ("pruned", "dense")
             if final_arch and val["acc"] is not None and val["acc"] > self.best["val_acc"]:
-                self.best = {"val_acc": val["acc"], "epoch": epoch}
-                atomic_torch_save({"model": self.model.state_dict(), "epoch": epoch}, os.path.join(self.run_dir, "best.pt"))
+                self.best = {"val_acc": val["acc"], "epoch": epoch}    # val metrics are reduced: same on all ranks
+                if main:
+                    atomic_torch_save({"model": self.model.state_dict(), "epoch": epoch}, os.path.join(self.run_dir, "best.pt"))
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == total:
-                self.ckpt.save(epoch, self.checkpoint_state(epoch))
+                self._save_checkpoint(epoch)
             epochs_bar.set_postfix(stage=row["stage"], val=f"{val['acc'] if val['acc'] is not None else float('nan'):.1f}",
                                    J=f"{row['similarity_avg']:.4f}" if row["similarity_avg"] is not None else "-")
-            for event in row["events"]:
+            for event in row["events"] if main else ():
                 tqdm.write(f"[epoch {epoch}] {event}")
             if stop_after is not None and epoch >= stop_after:
                 if (epoch + 1) % cfg.checkpoint_every != 0:
-                    self.ckpt.save(epoch, self.checkpoint_state(epoch))
+                    self._save_checkpoint(epoch)
                 epochs_bar.close()
                 if writer is not None:
                     writer.close()
+                distributed.barrier()
                 return None
         epochs_bar.close()
         if writer is not None:
             writer.close()
         self.method.on_train_end(self.optimizer)
-        return self.finish()
+        summary = self.finish()
+        distributed.barrier()     # the other processes wait until rank 0 has written every file
+        return summary
 
     def checkpoint_state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
-                "elapsed": self.elapsed, "time_to_prune": self.time_to_prune,
-                "rng": self._rng_state()}
+        """The checkpoint of this process (collective under torchrun: RNG states are gathered)."""
+        rng = self._rng_state()
+        state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
+                 "elapsed": self.elapsed, "time_to_prune": self.time_to_prune, "rng": rng}
+        if self.dist.enabled:   # each process has its own augmentation stream: keep all of them
+            state["rng_ranks"] = distributed.all_gather_object(rng)
+        return state
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        state = self.checkpoint_state(epoch)   # every rank takes part; rank 0 writes
+        if self.dist.is_main:
+            self.ckpt.save(epoch, state)
 
     # -- resume -------------------------------------------------------------------------------
     # keys that may differ between a run and its resumption (they do not change the result)
@@ -264,7 +353,7 @@ class Trainer:
         RNG and data order. Returns the epoch training continues from."""
         from .io import CheckpointError, read_checkpoint
 
-        path = checkpoint or self.ckpt.latest()
+        path = distributed.broadcast_object(checkpoint or self.ckpt.latest())   # every rank loads rank 0's pick
         if path is None:
             raise CheckpointError(f"no checkpoint to resume in {self.ckpt.directory}; start the run without --resume")
         state = read_checkpoint(path)
@@ -282,7 +371,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path!r} does not fit this run ({str(exc).splitlines()[0][:120]})") from None
-        rng = state.get("rng", {})
+        per_rank = state.get("rng_ranks")
+        rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         for key, gen in self._generators().items():
@@ -295,7 +385,7 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.time_to_prune = state.get("time_to_prune")
         metrics = os.path.join(self.run_dir, "metrics.jsonl")
-        if os.path.exists(metrics):   # drop lines of epochs after the checkpoint (they will be redone)
+        if self.dist.is_main and os.path.exists(metrics):   # drop lines of epochs after the checkpoint (they will be redone)
             kept = [l for l in open(metrics) if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
             atomic_write_text(metrics, "".join(kept))
         return self.start_epoch
@@ -305,10 +395,15 @@ class Trainer:
         final_test = self.evaluate(self.test_loader)
         best_test = None
         best_path = os.path.join(self.run_dir, "best.pt")
-        if os.path.exists(best_path) and self.best["epoch"] is not None:
+        if distributed.broadcast_object(os.path.exists(best_path) and self.best["epoch"] is not None):
             twin = copy.deepcopy(self.model)
-            twin.load_state_dict(torch.load(best_path, weights_only=True)["model"])
+            if self.dist.is_main:
+                twin.load_state_dict(torch.load(best_path, weights_only=True)["model"])
+            distributed.broadcast_module_(twin)   # only rank 0 reads the file (no shared disk needed)
             best_test = self.evaluate(self.test_loader, twin)["acc"]
+        if not self.dist.is_main:   # the other processes evaluated their shards; rank 0 writes
+            return {"rank": self.dist.rank, "method": self.cfg.method, **self.method.summary(),
+                    "final_test_acc": final_test["acc"], "best_test_acc": best_test}
         arch = {"model": self.cfg.model, "model_options": self.cfg.model_options,
                 "num_classes": self.bundle.num_classes, "in_channels": self.bundle.in_channels,
                 "image_size": self.bundle.image_size, "dataset": self.bundle.name,
