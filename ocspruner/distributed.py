@@ -140,7 +140,8 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     Bool tensors travel as uint8 (not every backend reduces/broadcasts bool)."""
     if not active():
         return tensor
-    buf = tensor.detach().to(_comm_device(), torch.uint8 if tensor.dtype == torch.bool else tensor.dtype).contiguous()
+    buf = tensor.detach().to(_comm_device(), torch.uint8 if tensor.dtype == torch.bool else tensor.dtype,
+                             copy=True).contiguous()      # never overwrite the caller's tensor
     dist.broadcast(buf, src)
     return buf.to(tensor.device, tensor.dtype)
 
@@ -188,8 +189,12 @@ def broadcast_module_(module: nn.Module, src: int = 0, buffers_only: bool = Fals
         return
     tensors = [] if buffers_only else [p.data for p in module.parameters()]
     tensors += [b for b in module.buffers()]
+    dev = _comm_device()
     for t in tensors:
-        t.copy_(broadcast(t, src))
+        if t.device == dev and t.is_contiguous():
+            dist.broadcast(t, src)          # in place, no copy
+        else:
+            t.copy_(broadcast(t, src))
 
 
 def decision_sync() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
