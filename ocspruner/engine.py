@@ -114,6 +114,23 @@ class EpochReport:
     sl_started: bool = False         # Eq. 5 fired at this epoch
     pruned: bool = False             # the model was physically pruned at this epoch (t*)
     events: list = field(default_factory=list)
+    group_norms: Optional[dict] = None  # Eq. 2 norms of the pruning vs kept set (supplement Fig. 5)
+
+
+NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+def norm_distribution(norms: torch.Tensor, keep: torch.Tensor, quantiles=NORM_QUANTILES) -> dict:
+    """Quantiles of per-channel norms in the pruning set (``keep == False``) and the kept set:
+    a few numbers per epoch that show sparsity learning driving the pruning set to zero."""
+    keep = keep.bool().cpu()
+    norms = norms.detach().to(torch.float64).cpu()
+    q = torch.tensor(quantiles, dtype=torch.float64)
+    out: dict = {"q": list(quantiles)}
+    for name, sel in (("pruning", ~keep), ("kept", keep)):
+        out[name] = torch.quantile(norms[sel], q).tolist() if bool(sel.any()) else None
+        out[f"n_{name}"] = int(sel.sum())
+    return out
 
 
 class OCSPruner:
@@ -195,6 +212,7 @@ class OCSPruner:
         self._update_similarity()
         t = epoch
         report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction)
+        report.group_norms = self.group_norm_distribution(part.keep)   # before a prune at t* below
         self.regularizing = False
         in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
         stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(self.avg, t, cfg.epsilon)  # Eq. 6
@@ -267,6 +285,12 @@ class OCSPruner:
         """A copy of the unpruned model with the channels outside ``keep`` (default: the last M_t) zeroed."""
         keep = keep if keep is not None else self.last_partition.keep
         return masked_copy(self.model, self.space, keep)
+
+    def group_norm_distribution(self, keep: torch.Tensor) -> dict:
+        """Eq. 2 group norms (whatever the ranking criterion) of the channels ``keep`` prunes vs
+        those it keeps, as quantiles (supplement Fig. 5). One saliency pass: milliseconds."""
+        from .importance import group_l2
+        return norm_distribution(group_l2(dict(self.model.named_parameters()), self.space), keep)
 
     def subnetwork(self, t: int = -1) -> dict[str, frozenset]:
         return self.space.subnetwork(self.history[t])

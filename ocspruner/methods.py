@@ -168,7 +168,8 @@ class OCSPrunerMethod(Method):
         keep = self.engine.final_keep if self.engine.final_keep is not None else self.engine.last_partition.keep
         return {"stage": rep.stage, "similarity": rep.similarity, "similarity_avg": rep.similarity_avg,
                 "lambda": rep.lam, **cost_fields(self.engine.cost_model, keep),
-                "events": rep.events, "pruned": rep.pruned, "sl_started": rep.sl_started}
+                "events": rep.events, "pruned": rep.pruned, "sl_started": rep.sl_started,
+                "group_norms": rep.group_norms}
 
     def set_decision_sync(self, sync) -> None:
         super().set_decision_sync(sync)

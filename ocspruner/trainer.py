@@ -281,7 +281,8 @@ class Trainer:
                    "similarity": info.get("similarity"), "similarity_avg": info.get("similarity_avg"),
                    "lambda": info.get("lambda", 0.0), "flops": info.get("flops"), "params": info.get("params"),
                    "flops_reduction": info.get("flops_reduction"), "epoch_time": epoch_time,
-                   "elapsed": self.elapsed, "events": info.get("events", [])}
+                   "elapsed": self.elapsed, "events": info.get("events", []),
+                   "group_norms": info.get("group_norms")}
             if main:
                 with open(metrics_path, "a") as fh:
                     fh.write(json.dumps(row) + "\n")

@@ -8,7 +8,7 @@ never raised on. ``write_all_plots(run_dir)`` is the one entry that touches the 
 Metric record keys (one JSON object per epoch): ``epoch``, ``stage``, ``train_loss``,
 ``train_acc``, ``val_loss``, ``val_acc``, ``similarity`` (J, Eq. 3), ``similarity_avg``
 (J_avg, Eq. 4), ``lambda``, ``lr``, ``flops``, ``params``, ``flops_reduction`` (0-1),
-``epoch_time``, ``events``.
+``epoch_time``, ``events``, ``group_norms`` (quantiles of the pruning and kept sets' group norms).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ if "matplotlib.pyplot" not in sys.modules:   # a host that already chose a backe
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice on purpose)
 
 __all__ = ["load_run", "plot_stability", "plot_channels", "plot_curves", "plot_cost",
-           "write_all_plots"]
+           "plot_group_norms", "write_all_plots"]
 
 DPI = 120
 _STAGE_COLOURS = {"search": "tab:blue", "sparsity": "tab:orange", "pruned": "tab:green",
@@ -317,11 +317,72 @@ def plot_cost(metrics: Sequence[Mapping[str, Any]], path,
     return _save(fig, path)
 
 
+def _norm_bands(metrics: Sequence[Mapping[str, Any]], which: str):
+    """(epochs, {quantile: values}) of the ``group_norms[which]`` quantiles over epochs."""
+    xs, bands = [], {}
+    for x, rec in zip(_epochs(metrics), metrics):
+        gn = rec.get("group_norms") if isinstance(rec, Mapping) else None
+        if not isinstance(gn, Mapping) or not isinstance(gn.get(which), list) or not isinstance(gn.get("q"), list):
+            continue
+        values = [_num(v) for v in gn[which]]
+        if len(values) != len(gn["q"]) or any(v is None for v in values):
+            continue
+        xs.append(x)
+        for q, v in zip(gn["q"], values):
+            bands.setdefault(float(q), []).append(v)
+    return xs, bands
+
+
+def plot_group_norms(metrics: Sequence[Mapping[str, Any]], t_sl_start: Optional[float],
+                     t_star: Optional[float], path,
+                     title: str = "Group norms: pruning set vs kept set") -> Optional[str]:
+    """Supplement Fig. 5 style: per epoch, the distribution of the channels' group norms (Eq. 2)
+    of the current pruning set (red) and of the kept set (blue), as the median with 25-75% and
+    5-95% (or the widest logged) quantile bands, log scale, t_sl-start and t* marked. Reads the
+    ``group_norms`` record (``{"q": [...], "pruning": [...], "kept": [...]}``); returns None when
+    no epoch has one (dense runs, other methods)."""
+    series = {w: _norm_bands(metrics, w) for w in ("pruning", "kept")}
+    if not any(xs for xs, _ in series.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    floor = None
+    for which, colour in (("kept", "tab:blue"), ("pruning", "tab:red")):
+        xs, bands = series[which]
+        if not xs:
+            continue
+        positive = [v for vals in bands.values() for v in vals if v > 0]
+        low = min(positive) if positive else 1e-12
+        floor = low if floor is None else min(floor, low)
+        qs = sorted(bands)
+        clip = lambda vals: [max(v, low * 0.5) for v in vals]   # log axis: zeros drawn at the floor
+        inner = [q for q in qs if 0.2 <= q <= 0.8]
+        outer = [q for q in qs if 0.0 < q < 1.0] or qs
+        for lo_q, hi_q, alpha in ((outer[0], outer[-1], 0.12), (inner[0] if inner else None,
+                                                              inner[-1] if inner else None, 0.3)):
+            if lo_q is not None and hi_q is not None and lo_q < hi_q:
+                ax.fill_between(xs, clip(bands[lo_q]), clip(bands[hi_q]), color=colour, alpha=alpha, linewidth=0)
+        mid = min(qs, key=lambda q: abs(q - 0.5))
+        ax.plot(xs, clip(bands[mid]), color=colour, linewidth=1.6, marker="o" if len(xs) < 3 else None,
+                markersize=3, label=f"{which} set (median)")
+    t0, t1 = _num(t_sl_start), _num(t_star)
+    if t0 is not None:
+        ax.axvline(t0, linestyle="--", color="tab:green", linewidth=1.2, label="t_sl-start")
+    if t1 is not None:
+        ax.axvline(t1, linestyle="--", color="black", linewidth=1.2, label="t*")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("group norm (Eq. 2)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------
 def write_all_plots(run_dir) -> List[str]:
-    """Load ``run_dir`` and write ``plots/{stability,channels,curves,cost}.png`` into it, skipping
+    """Load ``run_dir`` and write ``plots/{stability,channels,curves,cost,group_norms}.png`` into it, skipping
     any figure without data (e.g. stability and channels for a dense run). Returns the paths
     written, in that order."""
     run = load_run(run_dir)
@@ -336,6 +397,8 @@ def write_all_plots(run_dir) -> List[str]:
         lambda: plot_channels(channels, out_dir / "channels.png"),
         lambda: plot_curves(metrics, out_dir / "curves.png"),
         lambda: plot_cost(metrics, out_dir / "cost.png", target=target),
+        lambda: plot_group_norms(metrics, summary.get("t_sl_start"), summary.get("t_star"),
+                                 out_dir / "group_norms.png"),
     )
     written = []
     for job in jobs:
