@@ -1,5 +1,5 @@
-"""Command line: ``ocspruner train`` runs one cycle; ``models``, ``methods``, ``datasets`` list
-what the registries hold. User errors print one line (``error: ...``) and exit 2, no traceback."""
+"""Command line: ``ocspruner train`` runs one cycle; ``export``, ``bench`` and ``report`` ship a
+finished run; ``models``, ``methods``, ``datasets`` list what the registries hold. User errors print one line (``error: ...``) and exit 2, no traceback."""
 from __future__ import annotations
 
 import argparse
@@ -50,7 +50,82 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models")
     sub.add_parser("methods", help="list training methods")
     sub.add_parser("datasets", help="list datasets")
+    e = sub.add_parser("export", help="export a run's final model (ocs, TorchScript, ONNX), each checked")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--formats", default="ocs,torchscript,onnx", help="comma list of ocs, torchscript, onnx")
+    e.add_argument("--out", help="output directory (default RUN_DIR/export)")
+    e.add_argument("--atol", type=float, default=1e-4, help="largest accepted |difference| to PyTorch (default 1e-4)")
+    b = sub.add_parser("bench", help="latency/throughput of dense vs pruned on this device (Table 9)")
+    b.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a finished run (or give --model)")
+    b.add_argument("--model", help="a registry model pruned at --target instead of a run")
+    b.add_argument("--target", type=float, default=0.5, help="with --model: fraction of FLOPs to remove")
+    b.add_argument("--model-options", dest="model_options", default="{}", help="with --model: YAML dict")
+    b.add_argument("--input-size", dest="input_size", type=int, help="with --model: image side")
+    b.add_argument("--batch-sizes", dest="batch_sizes", default="1,64", help="comma list (default 1,64)")
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=30, help="interleaved timed calls per model and batch size")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--round-to", dest="round_to", type=int, default=1,
+                   help="also time a re-partition with widths rounded to multiples of N")
+    b.add_argument("--channels-last", dest="channels_last", action="store_true")
+    b.add_argument("--out", help="JSON path (default RUN_DIR/bench.json; none for --model)")
+    r = sub.add_parser("report", help="write RUN_DIR/report.md (budget, accuracy, cost, Fig. 3/5/6, latency)")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--dense", help="a dense run of the same task, for the cost comparison")
     return p
+
+
+def _export(args) -> int:
+    from .export import export_run, format_results
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    results = export_run(args.run_dir, formats, out_dir=args.out, atol=args.atol)
+    print(format_results(results))
+    bad = [f for f, r in results.items() if not r["ok"]]
+    if bad:
+        print(f"error: {', '.join(bad)} output differs from PyTorch by more than {args.atol}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args) -> int:
+    import yaml
+
+    from .bench import bench_named, bench_run, format_table
+    from .config import ConfigError
+
+    try:
+        batches = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--batch-sizes must be a comma list of integers, got {args.batch_sizes!r}") from None
+    if (args.run_dir is None) == (args.model is None):
+        raise ConfigError("give a run directory or --model NAME (one of the two)")
+    if args.round_to < 1:
+        raise ConfigError(f"--round-to must be >= 1, got {args.round_to}")
+    kw = dict(batch_sizes=batches, round_to=args.round_to, warmup=args.warmup, repeats=args.repeats,
+              device=args.device, threads=args.threads, channels_last=args.channels_last)
+    if args.run_dir:
+        result = bench_run(args.run_dir, out=args.out, **kw)
+        where = args.out or f"{args.run_dir}/bench.json"
+    else:
+        options = yaml.safe_load(args.model_options) or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"--model-options must be a YAML mapping, got {args.model_options!r}")
+        result = bench_named(args.model, args.target, model_options=options, input_size=args.input_size,
+                             out=args.out, **kw)
+        where = args.out
+    print(format_table(result))
+    if where:
+        print(f"wrote {where}")
+    return 0
+
+
+def _report(args) -> int:
+    from .reporting.report import write_report
+
+    print(write_report(args.run_dir, dense_run=args.dense))
+    return 0
 
 
 def _train(args) -> int:
@@ -119,6 +194,8 @@ def main(argv=None) -> int:
             return _train(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command in ("export", "bench", "report"):
+            return {"export": _export, "bench": _bench, "report": _report}[args.command](args)
         if args.command == "models":
             from .models import list_models
             print("\n".join(list_models()))

@@ -76,6 +76,7 @@ class RunConfig:
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
     progress: bool = True
+    export: list = field(default_factory=list)   # formats written at the end: ocs, torchscript, onnx
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,6 +183,12 @@ def _validate_run(cfg: RunConfig) -> None:
         raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
     if cfg.keep_checkpoints < 1:
         raise ConfigError(f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
+    if cfg.export:   # a missing onnx package fails now, not after the training
+        from .export import check_formats
+        try:
+            check_formats(cfg.export)
+        except ValueError as exc:
+            raise ConfigError(f"export: {exc}") from None
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")

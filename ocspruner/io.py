@@ -5,7 +5,10 @@
   the pre-trained start (paper Table 5).
 * :func:`load` rebuilds the pruned model of a finished run from ``final_model.pt`` alone: the
   architecture description names the model and the kept channels of every group, so the prune is
-  replayed on a fresh model and the tensors are loaded with ``weights_only=True``.
+  replayed on a fresh model and the tensors are loaded with ``weights_only=True`` (no pickled
+  code runs). It needs the model registry and torch-pruning, not the training code: no Trainer,
+  data or method object is imported. ``ocspruner export`` writes TorchScript and ONNX files that
+  need neither.
 """
 from __future__ import annotations
 
@@ -75,10 +78,11 @@ def load(path: str, device: str = "cpu") -> nn.Module:
     if pruning and any(len(kept) < size for (key, size), kept in
                        ((g, pruning["kept"][g[0]]) for g in pruning["groups"])):
         size = arch["image_size"]
-        space = ChannelSpace(model, torch.randn(1, arch["in_channels"], size, size))
-        if [[g.key, g.size] for g in space.groups] != [list(g) for g in pruning["groups"]]:
-            raise CheckpointError(f"{path!r}: the model's channel groups differ from the saved ones "
-                                  f"(different ocspruner or torch-pruning version?)")
-        prune_to(model, space, space.keep_mask({k: frozenset(v) for k, v in pruning["kept"].items()}))
+        with torch.enable_grad():   # DepGraph traces with autograd; load() is often called under no_grad
+            space = ChannelSpace(model, torch.randn(1, arch["in_channels"], size, size))
+            if [[g.key, g.size] for g in space.groups] != [list(g) for g in pruning["groups"]]:
+                raise CheckpointError(f"{path!r}: the model's channel groups differ from the saved ones "
+                                      f"(different ocspruner or torch-pruning version?)")
+            prune_to(model, space, space.keep_mask({k: frozenset(v) for k, v in pruning["kept"].items()}))
     model.load_state_dict(extract_state_dict(obj))
     return model.to(device).eval()

@@ -433,6 +433,17 @@ class Trainer:
             summary["plots"] = write_all_plots(self.run_dir)
         except Exception as exc:  # plots are a convenience; never lose a finished run over them
             summary["plots_error"] = f"{type(exc).__name__}: {exc}"
+        if self.cfg.export:   # deployment files, each checked against the PyTorch model
+            try:
+                from .export import export_run
+                summary["export"] = {f: r["ok"] for f, r in export_run(self.run_dir, self.cfg.export).items()}
+            except Exception as exc:  # noqa: BLE001 - the trained model is saved; export again later
+                summary["export_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            from .reporting.report import write_report
+            summary["report"] = write_report(self.run_dir, plots=summary.get("plots"))
+        except Exception as exc:  # noqa: BLE001 - a convenience, as the plots
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"
         return summary
 
     # -- logging ----------------------------------------------------------------------------

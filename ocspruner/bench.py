@@ -1,0 +1,315 @@
+"""Inference latency and throughput of a dense model against its pruned versions on the current
+device (CPU threads or one GPU), beside the theoretical speedup (the FLOPs ratio), as in the
+supplement's Table 9.
+
+Timing is interleaved: every round calls each model once, in an order reversed every other round,
+so that drift of a shared machine (other processes, frequency changes) hits every model alike.
+The speedup of a model is the median over rounds of ``t_reference / t_model`` of the SAME round,
+which cancels slow drift that a ratio of two separately taken medians would keep.
+
+Channel rounding (``round_to``): a pruned width such as 37 is often slower per FLOP than 40 or 32
+(vector units and GEMM kernels work in blocks). :func:`rounded_variant` re-partitions the same
+model at the same FLOPs budget with ``round_to``: the channels the original partition kept are
+preferred (score 1 vs 0), every pruned group keeps a multiple of ``round_to`` channels, and the
+budget is met (rounding a width up forces more removal elsewhere). Its weights are not trained: it
+exists to measure what rounding does to latency, at equal or lower FLOPs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import time
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (``q`` in [0, 100]) of a non-empty sequence."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("percentile of an empty sequence")
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30) -> dict:
+    """Seconds per forward call, ``repeats`` samples per model, the models interleaved call by call
+    (order reversed every other round). Returns ``{name: [seconds, ...]}`` in round order."""
+    names = list(models)
+    device = x.device
+    for name in names:
+        models[name].eval()
+        for _ in range(warmup):
+            models[name](x)
+    _sync(device)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            _sync(device)
+            t0 = time.perf_counter()
+            models[name](x)
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def model_cost(model: nn.Module, example_inputs: torch.Tensor) -> dict:
+    """FLOPs (MACs + bias + norm ops per example, the project's convention) and parameters."""
+    from .cost import CostModel
+    from .dependency import ChannelSpace
+
+    twin = copy.deepcopy(model).cpu().eval()
+    cost = CostModel(ChannelSpace(twin, example_inputs.cpu()[:1]))
+    return {"flops": cost.dense["flops"], "params": float(sum(p.numel() for p in model.parameters()))}
+
+
+def layer_widths(model: nn.Module) -> list:
+    """Output width of every conv and linear layer, in module order."""
+    return [m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+            for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+
+
+def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 64),
+                 warmup: int = 5, repeats: int = 30, device: str = "cpu", threads: Optional[int] = None,
+                 reference: Optional[str] = None, channels_last: bool = False) -> dict:
+    """Time every model of ``models`` (name -> nn.Module, same input) at each batch size.
+
+    ``reference`` (default: the first model) is the dense baseline of the speedups. Returns a dict
+    with the setting (device, threads, torch) and one row per (batch, model): FLOPs, params,
+    median and p90 latency (ms), throughput (examples/s), measured speedup, theoretical speedup
+    (reference FLOPs / model FLOPs) and efficiency (measured / theoretical).
+    """
+    if not models:
+        raise ValueError("no models to benchmark")
+    if any(int(b) < 1 for b in batch_sizes):
+        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if threads:
+        torch.set_num_threads(int(threads))
+    reference = reference or next(iter(models))
+    example = torch.randn(1, *input_shape)
+    costs = {name: model_cost(m, example) for name, m in models.items()}
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = {name: copy.deepcopy(m).to(dev).eval().to(memory_format=fmt) for name, m in models.items()}
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(int(batch), *input_shape, generator=gen).to(dev).contiguous(memory_format=fmt)
+        times = time_interleaved(nets, x, warmup, repeats)
+        ref = times[reference]
+        for name in nets:
+            t = times[name]
+            med = statistics.median(t)
+            speedup = statistics.median(a / b for a, b in zip(ref, t))      # paired by round
+            theoretical = costs[reference]["flops"] / costs[name]["flops"]
+            rows.append({"model": name, "batch": int(batch), "flops": costs[name]["flops"],
+                         "params": costs[name]["params"], "median_ms": 1e3 * med,
+                         "p90_ms": 1e3 * percentile(t, 90), "throughput": int(batch) / med,
+                         "speedup": speedup, "theoretical_speedup": theoretical,
+                         "efficiency": speedup / theoretical})
+    return {"device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "input_shape": list(input_shape),
+            "warmup": warmup, "repeats": repeats, "channels_last": channels_last, "reference": reference,
+            "widths": {name: layer_widths(m) for name, m in models.items()}, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# pruned variants
+# ---------------------------------------------------------------------------------------------
+def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optional[torch.Tensor],
+                   target: float, round_to: int = 1, max_prune_fraction: float = 0.75,
+                   metric: str = "flops") -> tuple:
+    """A pruned deep copy of ``model``: partition at ``target`` (Eq. 1) by ``scores`` (default:
+    Eq. 2 saliency of the model's current weights), then physical pruning. Returns
+    ``(pruned model, keep mask, achieved reduction)``."""
+    from .cost import CostModel
+    from .dependency import ChannelSpace
+    from .importance import group_l2
+    from .partition import Partitioner
+    from .surgery import prune_to
+
+    twin = copy.deepcopy(model).cpu().eval()
+    space = ChannelSpace(twin, example_inputs.cpu()[:1])
+    cost = CostModel(space)
+    if scores is None:
+        scores = group_l2(dict(twin.named_parameters()), space)
+    part = Partitioner(cost, metric, max_prune_fraction, round_to).partition(scores, target)
+    keep = part.keep
+    if round_to > 1:
+        keep = refill_blocks(cost, keep, scores, (1.0 - target) * cost.dense[metric], round_to, metric)
+    prune_to(twin, space, keep)
+    return twin.eval(), keep, 1.0 - float(cost.evaluate(keep, metric)) / cost.dense[metric]
+
+
+def refill_blocks(cost, keep: torch.Tensor, scores: torch.Tensor, budget: float, round_to: int,
+                  metric: str = "flops") -> torch.Tensor:
+    """Give removed channels back in whole blocks while the cost stays within ``budget``.
+
+    With ``round_to`` > 1 the partition rounds kept widths UP and then removes more elsewhere, in
+    steps as coarse as a whole block of a small group, so it can undershoot the budget by much
+    (ResNet-20 at 50%: ~66% removed with round_to=8). Here, repeatedly, the block (``round_to``
+    channels, or the rest of a group) whose return costs the most while still fitting goes back,
+    most salient channels first; widths stay multiples of ``round_to`` (or the full width)."""
+    import math
+
+    keep = keep.clone()
+    space = cost.space
+    while True:
+        best = None
+        for g in space.groups:
+            removed = torch.nonzero(~keep[g.offset:g.offset + g.size]).flatten()
+            if len(removed) == 0:
+                continue
+            block = math.lcm(round_to, g.step)
+            take = block if len(removed) >= block else len(removed)   # the rest: back to full width
+            if take < block and len(removed) + int(keep[g.offset:g.offset + g.size].sum()) != g.size:
+                continue
+            back = removed[torch.argsort(scores[g.offset + removed], descending=True, stable=True)][:take]
+            trial = keep.clone()
+            trial[g.offset + back] = True
+            c = float(cost.evaluate(trial, metric))
+            if c <= budget * (1 + 1e-12) and (best is None or c > best[0]):
+                best = (c, trial)
+        if best is None:
+            return keep
+        keep = best[1]
+
+
+def rounded_variant(dense: nn.Module, example_inputs: torch.Tensor, kept: dict, round_to: int,
+                    max_prune_fraction: float = 0.75) -> tuple:
+    """Re-partition of ``dense`` (unpruned, same architecture) at the FLOPs reduction that the
+    sub-network ``kept`` (group key -> kept original channel ids) achieves, with every pruned
+    width a multiple of ``round_to``. The found channels are preferred. Raises BudgetError when
+    rounding cannot reach that budget within the per-group cap."""
+    from .cost import CostModel
+    from .dependency import ChannelSpace
+
+    space = ChannelSpace(copy.deepcopy(dense).cpu().eval(), example_inputs.cpu()[:1])
+    keep = space.keep_mask({k: frozenset(v) for k, v in kept.items()})
+    cost = CostModel(space)
+    reduction = 1.0 - float(cost.evaluate(keep, "flops")) / cost.dense["flops"]
+    return pruned_variant(dense, example_inputs, keep.to(torch.float64), reduction, round_to,
+                          max_prune_fraction)
+
+
+def run_models(run_dir: str) -> tuple:
+    """Dense and pruned models of a finished run: the dense model rebuilt from the architecture
+    description at full width (random weights: timing does not depend on them), the pruned one
+    loaded from ``final_model.pt``. Returns ``(dense, pruned, architecture, run config dict)``."""
+    import yaml
+
+    from .io import CheckpointError, load, read_checkpoint
+    from .models import create_model
+
+    path = os.path.join(run_dir, "final_model.pt")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{run_dir!r} has no final_model.pt; give the directory of a finished run")
+    arch = read_checkpoint(path).get("architecture")
+    if not isinstance(arch, dict) or "model" not in arch:
+        raise CheckpointError(f"{path!r} has no architecture description; pass a run's final_model.pt")
+    dense = create_model(arch["model"], num_classes=arch["num_classes"], in_channels=arch["in_channels"],
+                         **arch.get("model_options", {})).eval()
+    cfg_path = os.path.join(run_dir, "config.yaml")
+    cfg = yaml.safe_load(open(cfg_path)) if os.path.isfile(cfg_path) else {}
+    return dense, load(path), arch, cfg or {}
+
+
+def bench_run(run_dir: str, batch_sizes=(1, 64), round_to: int = 1, out: Optional[str] = None, **kw) -> dict:
+    """Bench a run directory's dense and pruned models (and, with ``round_to`` > 1, the rounded
+    re-partition); writes ``bench.json`` into the run directory (or ``out``)."""
+    from .partition import BudgetError
+
+    dense, pruned, arch, cfg = run_models(run_dir)
+    size = arch["image_size"]
+    shape = (arch["in_channels"], size, size)
+    models = {"dense": dense, "pruned": pruned}
+    notes = []
+    if round_to > 1 and arch.get("pruning"):
+        mpf = float((cfg.get("pruning") or {}).get("max_prune_fraction", 0.75))
+        try:
+            models[f"pruned_r{round_to}"], _, _ = rounded_variant(
+                dense, torch.randn(1, *shape), arch["pruning"]["kept"], round_to, max(mpf, 0.0))
+        except BudgetError as exc:
+            notes.append(f"round_to={round_to}: {exc}")
+    result = bench_models(models, shape, batch_sizes, **kw)
+    result.update({"run_dir": os.path.abspath(run_dir), "model": arch["model"], "round_to": round_to,
+                   "notes": notes})
+    _write(result, out or os.path.join(run_dir, "bench.json"))
+    return result
+
+
+def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: int = 1,
+                input_size: Optional[int] = None, num_classes: int = 10, model_options: Optional[dict] = None,
+                max_prune_fraction: float = 0.75, out: Optional[str] = None, seed: int = 0, **kw) -> dict:
+    """Bench a registry model against its prune at ``target`` FLOPs: partition by Eq. 2 saliency of
+    the random initial weights (seed ``seed``), and with ``round_to`` > 1 the same with rounding."""
+    from .models import create_model, default_input_size
+
+    torch.manual_seed(seed)
+    dense = create_model(model, num_classes=num_classes, **(model_options or {})).eval()
+    size = input_size or default_input_size(model)
+    shape = (3, size, size)
+    example = torch.randn(1, *shape)
+    pruned, keep, red = pruned_variant(dense, example, None, target, 1, max_prune_fraction)
+    models = {"dense": dense, "pruned": pruned}
+    if round_to > 1:
+        models[f"pruned_r{round_to}"], _, _ = pruned_variant(dense, example, None, target, round_to,
+                                                             max_prune_fraction)
+    result = bench_models(models, shape, batch_sizes, **kw)
+    result.update({"model": model, "target": target, "round_to": round_to,
+                   "partition": "Eq. 2 saliency of random-init weights (seed %d)" % seed})
+    if out:
+        _write(result, out)
+    return result
+
+
+def _write(result: dict, path: str) -> None:
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=1))
+
+
+def format_table(result: dict) -> str:
+    """Table 9-style text table of a :func:`bench_models` result."""
+    head = (f"{'model':<12} {'MFLOPs':>9} {'params M':>9} {'batch':>5} {'median ms':>10} {'p90 ms':>8} "
+            f"{'img/s':>9} {'speedup':>8} {'theory':>7} {'eff.':>6}")
+    lines = [f"device {result['device']}, {result['threads']} threads, torch {result['torch']}, "
+             f"{result['repeats']} interleaved rounds after {result['warmup']} warm-up calls", head, "-" * len(head)]
+    for r in result["rows"]:
+        lines.append(f"{r['model']:<12} {r['flops'] / 1e6:>9.2f} {r['params'] / 1e6:>9.3f} {r['batch']:>5} "
+                     f"{r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['throughput']:>9.1f} "
+                     f"{r['speedup']:>7.2f}x {r['theoretical_speedup']:>6.2f}x {100 * r['efficiency']:>5.0f}%")
+    for note in result.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def format_markdown(result: dict) -> str:
+    """The same table in Markdown (for report.md)."""
+    lines = ["| model | MFLOPs | params (M) | batch | median (ms) | p90 (ms) | img/s | speedup | theoretical | efficiency |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e6:.3f} | {r['batch']} | "
+                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['throughput']:.1f} | {r['speedup']:.2f}x | "
+                     f"{r['theoretical_speedup']:.2f}x | {100 * r['efficiency']:.0f}% |")
+    return "\n".join(lines)
+
+
+__all__ = ["bench_models", "bench_run", "bench_named", "time_interleaved", "pruned_variant", "rounded_variant",
+           "percentile", "format_table", "format_markdown"]

@@ -1,0 +1,137 @@
+"""ocspruner bench (issue 7): interleaved timing, percentiles, exact theoretical speedups, channel
+rounding at the same budget, and the command on a tiny model. No timed assertions: only the
+structure and the exactly computable numbers are checked."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ocspruner.bench import (bench_models, percentile, pruned_variant, refill_blocks, rounded_variant,
+                             time_interleaved)
+from ocspruner.cli import main
+from ocspruner.cost import CostModel
+from ocspruner.dependency import ChannelSpace
+from ocspruner.models import create_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_percentile_hand_computed():
+    assert percentile([4, 1, 3, 2], 50) == 2.5
+    assert percentile([1, 2, 3, 4], 90) == pytest.approx(3.7)      # position 2.7: 3 + 0.7 * (4 - 3)
+    assert percentile([5], 90) == 5
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+class Recorder(nn.Module):
+    def __init__(self, name, log):
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return x
+
+
+def test_timing_is_interleaved_and_alternates_order():
+    log = []
+    models = {"a": Recorder("a", log), "b": Recorder("b", log), "c": Recorder("c", log)}
+    times = time_interleaved(models, torch.zeros(1), warmup=2, repeats=3)
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"]                       # warm-up
+    assert log[6:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]        # order reversed every other round
+    assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return create_model("tiny_convnet", num_classes=4).eval()
+
+
+def test_bench_rows_and_exact_theoretical_speedup():
+    dense = _tiny()
+    ex = torch.randn(1, 3, 16, 16)
+    pruned, keep, reduction = pruned_variant(dense, ex, None, 0.5)
+    cost = CostModel(ChannelSpace(_tiny(), ex))
+    assert reduction == pytest.approx(1 - float(cost.evaluate(keep, "flops")) / cost.dense["flops"])
+    assert 0.5 <= reduction < 0.55
+    res = bench_models({"dense": dense, "pruned": pruned}, (3, 16, 16), batch_sizes=(1, 3), warmup=1, repeats=3)
+    assert [(r["model"], r["batch"]) for r in res["rows"]] == [("dense", 1), ("pruned", 1), ("dense", 3), ("pruned", 3)]
+    for r in res["rows"]:
+        if r["model"] == "dense":
+            assert r["speedup"] == 1.0 and r["theoretical_speedup"] == 1.0
+        else:   # FLOPs of the physically pruned model == the analytic cost of its keep mask
+            assert r["theoretical_speedup"] == pytest.approx(cost.dense["flops"] / float(cost.evaluate(keep, "flops")))
+            assert r["params"] == sum(p.numel() for p in pruned.parameters())
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["theoretical_speedup"])
+        assert r["p90_ms"] >= r["median_ms"] > 0
+        assert r["throughput"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+    assert res["widths"]["pruned"] != res["widths"]["dense"] and res["threads"] == 1
+
+
+def test_rounded_variant_meets_the_budget_with_multiples():
+    dense = create_model("resnet20", num_classes=10).eval()
+    ex = torch.randn(1, 3, 32, 32)
+    found, keep, red = pruned_variant(dense, ex, None, 0.5)
+    space = ChannelSpace(create_model("resnet20", num_classes=10).eval(), ex)
+    kept = {k: sorted(v) for k, v in space.subnetwork(keep).items()}
+    rounded, rkeep, rred = rounded_variant(dense, ex, kept, round_to=8)
+    assert rred >= red - 1e-12                               # at least the same FLOPs removed
+    for g in space.groups:
+        k = int(rkeep[g.offset:g.offset + g.size].sum())
+        assert k == g.size or k % 8 == 0, (g.key, k)
+    # the refill leaves no whole block that would still fit under the budget
+    cost = CostModel(space)
+    budget = (1 - red) * cost.dense["flops"]
+    assert float(cost.evaluate(rkeep, "flops")) <= budget * (1 + 1e-12)
+    assert torch.equal(refill_blocks(cost, rkeep, torch.rand(space.num_channels), budget, 8), rkeep)
+    with torch.no_grad():
+        assert rounded(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_refill_gives_blocks_back_most_salient_first():
+    ex = torch.randn(1, 3, 32, 32)
+    space = ChannelSpace(create_model("resnet20", num_classes=10).eval(), ex)
+    cost = CostModel(space)
+    g = max(space.groups, key=lambda g: g.size)
+    keep = torch.ones(space.num_channels, dtype=torch.bool)
+    keep[g.offset:g.offset + 16] = False                     # 16 channels of one group removed
+    scores = torch.zeros(space.num_channels)
+    scores[g.offset + 3] = 5.0
+    scores[g.offset + 9] = 4.0
+    removed_cost = cost.dense["flops"] - float(cost.evaluate(keep, "flops"))
+    budget = cost.dense["flops"] - removed_cost / 2 + 1.0    # room for exactly half of them (8 = one block)
+    out = refill_blocks(cost, keep, scores, budget, 8)
+    back = torch.nonzero(out[g.offset:g.offset + 16]).flatten().tolist()
+    assert len(back) == 8 and 3 in back and 9 in back
+
+
+def test_bench_command_on_a_tiny_model(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--model", "tiny_convnet", "--input-size", "16", "--batch-sizes", "1,2", "--warmup", "1",
+               "--repeats", "2", "--round-to", "4", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [r["model"] for r in res["rows"]] == ["dense", "pruned", "pruned_r4"] * 2
+    assert all(math.isfinite(r["median_ms"]) for r in res["rows"]) and res["round_to"] == 4
+    assert "speedup" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,needle", [
+    ([], "give a run directory or --model NAME"),
+    (["--model", "tiny_convnet", "--batch-sizes", "1,x"], "--batch-sizes must be a comma list"),
+    (["--model", "tiny_convnet", "--round-to", "0"], "--round-to must be >= 1"),
+    (["/nonexistent/run"], "has no final_model.pt"),
+])
+def test_bench_bad_input_is_one_line(args, needle, capsys):
+    assert main(["bench", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and needle in err
