@@ -13,9 +13,9 @@ from ocspruner.models import (attention_num_heads, create_model, default_input_s
 # its default (prune their last dim) is exactly what we want.
 pytestmark = pytest.mark.filterwarnings("ignore:Unwrapped parameters")
 
-ALL_MODELS = ["attention_block", "mobilenetv2", "mobilenetv2_cifar", "resnet110", "resnet20",
+ALL_MODELS = ["attention_block", "mobilenetv2", "mobilenetv2_cifar", "resnet110", "resnet18", "resnet20",
               "resnet32", "resnet50", "resnet56", "tiny_convnet", "vgg16", "vgg19", "vit_tiny_cifar"]
-IMAGENET_MODELS = {"resnet50", "mobilenetv2"}
+IMAGENET_MODELS = {"resnet18", "resnet50", "mobilenetv2"}
 
 
 def fast_input_size(name: str) -> int:
@@ -104,6 +104,7 @@ EXPECTED_MACS = {
     "mobilenetv2_cifar": 92_779_018,
     "mobilenetv2": 319_031_818,
     "resnet50": 4_119_896_586,
+    "resnet18": 1_821_669_898,
     "vit_tiny_cifar": 116_102_026,
 }
 
@@ -112,6 +113,18 @@ EXPECTED_MACS = {
 def test_mac_counts(name):
     measured = macs(create_model(name), default_input_size(name))
     assert measured == pytest.approx(EXPECTED_MACS[name], rel=0.01)
+
+
+def test_resnet18_matches_the_published_parameter_count():
+    # torchvision's ResNet-18 (1000 classes) has 11,689,512 parameters
+    assert sum(p.numel() for p in create_model("resnet18", num_classes=1000).parameters()) == 11_689_512
+
+
+def test_vgg_width_mult_scales_every_conv():
+    convs = [m.out_channels for m in create_model("vgg16", width_mult=0.25).modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    with pytest.raises(ValueError, match="width_mult must be > 0"):
+        create_model("vgg16", width_mult=0)
 
 
 def prune_30(model: nn.Module, size: int, in_channels: int = 3, **pruner_kwargs) -> tp.pruner.MetaPruner:

@@ -33,14 +33,18 @@ CONFIGS = {
 class VGG(nn.Module):
     classifier_name = "classifier"
 
-    def __init__(self, cfg: list, num_classes: int = 10, in_channels: int = 3):
+    def __init__(self, cfg: list, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0):
         super().__init__()
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
         layers = []
         channels = in_channels
         for v in cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
+                # a narrower VGG (width_mult < 1) keeps the depth and stage layout: CPU-scale runs
+                v = max(1, int(round(v * width_mult)))
                 layers += [
                     nn.Conv2d(channels, v, 3, padding=1, bias=False),
                     nn.BatchNorm2d(v),
@@ -59,10 +63,10 @@ class VGG(nn.Module):
 
 
 @register_model("vgg16")
-def vgg16(num_classes: int = 10, in_channels: int = 3) -> VGG:
-    return VGG(CONFIGS["vgg16"], num_classes, in_channels)
+def vgg16(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> VGG:
+    return VGG(CONFIGS["vgg16"], num_classes, in_channels, width_mult)
 
 
 @register_model("vgg19")
-def vgg19(num_classes: int = 10, in_channels: int = 3) -> VGG:
-    return VGG(CONFIGS["vgg19"], num_classes, in_channels)
+def vgg19(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> VGG:
+    return VGG(CONFIGS["vgg19"], num_classes, in_channels, width_mult)

@@ -1,0 +1,9 @@
+"""Table 3: pruning ResNet50/MobileNetV2 on ImageNet (single trial) -- see scripts/paper_table.py."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paper_table import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("table3"))
