@@ -331,7 +331,8 @@ class Trainer:
 
     # -- resume -------------------------------------------------------------------------------
     # keys that may differ between a run and its resumption (they do not change the result)
-    RESUME_FREE = {"progress", "threads", "device", "out_dir", "name", "checkpoint_every", "keep_checkpoints"}
+    RESUME_FREE = {"progress", "threads", "device", "out_dir", "name", "checkpoint_every", "keep_checkpoints",
+                   "export"}
 
     def _generators(self) -> dict:
         gens = {"loader": getattr(self.train_loader, "generator", None)}

@@ -88,6 +88,17 @@ def test_commands_on_a_finished_run(run, tmp_path, capsys):
     text = (run / "report.md").read_text()
     assert "| wall time |" in text and "| test accuracy (final) |" in text
     assert "| pruned_r4 |" in text and "speedup / theoretical" in text
+    # a run with a latency budget and no bench.json gets its latency measured with the report
+    import shutil
+    from ocspruner.reporting.report import write_report
+    lat = tmp_path / "latency_run"
+    shutil.copytree(run, lat)
+    (lat / "bench.json").unlink()
+    summary = json.load(open(lat / "summary.json"))
+    (lat / "summary.json").write_text(json.dumps({**summary, "metric": "latency"}))
+    write_report(str(lat), plots=[])
+    assert [(r["model"], r["batch"]) for r in json.load(open(lat / "bench.json"))["rows"]] == [("dense", 1), ("pruned", 1)]
+    assert "| pruned | " in (lat / "report.md").read_text()
     assert main(["export", str(run), "--formats", "torchscript", "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / "model.torchscript.pt").is_file()
     assert "torchscript" in capsys.readouterr().out
