@@ -367,3 +367,23 @@ def test_vit_pruned_by_ocspruner_end_to_end(tmp_path):
     trainer.model.eval()
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), trainer.model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("ctor", [MHATransformer, ResNeXtBlock])
+def test_blocked_groups_through_the_training_loop(tmp_path, ctor):
+    """Heads / grouped-conv units through the one-cycle loop: the prune at t* happens with
+    optimizer state in flight and the final model is at the budget."""
+    from ocspruner.config import load_config
+    from ocspruner.trainer import Trainer
+
+    cfg = load_config(None, updates={
+        "data.name": "synthetic", "data.image_size": 32, "data.batch_size": 32,
+        "data.options": {"num_samples": 64, "num_test": 32, "num_classes": 10}, "progress": False, "threads": 1,
+        "epochs": 5, "pruning.window": 2, "pruning.offset": 1, "pruning.tau": 1.0, "pruning.epsilon": 0.02,
+        "pruning.target": 0.5, "out_dir": str(tmp_path), "name": "blocked"})
+    trainer = Trainer(cfg, model=ctor())
+    s = trainer.fit()
+    assert s["pruned"] and s["final_flops"] <= 0.5 * s["dense_flops"] * (1 + 1e-9)
+    if ctor is MHATransformer:
+        attn = trainer.model.attn
+        assert attn.embed_dim == attn.num_heads * attn.head_dim < 32
