@@ -35,7 +35,7 @@ from .dependency import ChannelSpace
 from .importance import get_criterion
 from .partition import BudgetError, Partition, Partitioner
 from .regularizer import GroupRegularizer
-from .schedule import growing_lambda, shrink_factor
+from .schedule import adaptive_lambda0, growing_lambda, shrink_factor
 from .surgery import check_prunable, masked_copy, prune_to
 
 SEARCH, SPARSITY, PRUNED = "search", "sparsity", "pruned"
@@ -73,6 +73,16 @@ class OCSConfig:
     # partition
     max_prune_fraction: float = 0.75    # per group, as the reference's layer limit
     round_to: int = 1
+    # self-adaptive thresholds (open question 2): tau, epsilon, lambda0 = delta derived from the run
+    adaptive: bool = False
+    adaptive_tau_ratio: float = 0.5     # Eq. 5: tau = ratio * steepest rise of J_avg so far
+    adaptive_eps_ratio: float = 0.1     # Eq. 6: epsilon = ratio * (1 - J_avg at t_sl-start)
+    adaptive_sl_epochs: Optional[int] = None  # Eq. 7/9: shrink pruning groups to 1% in this many
+                                        # epochs (None: 10% of the cycle up to the prune cap, >= 2)
+    # learning-rate phases (open question 3): a step drop of the lr starts a new phase, and J is
+    # only computed between sub-networks of the same phase (Eq. 3-6 restart their window)
+    lr_phase_reset: bool = False
+    lr_drop_ratio: float = 0.5          # a drop: lr < ratio * the previous epoch's lr
 
     def validate(self) -> "OCSConfig":
         def bad(msg):
@@ -95,6 +105,14 @@ class OCSConfig:
             bad(f"lambda_mode must be 'linear' or 'quadratic', got {self.lambda_mode!r}")
         if self.metric not in ("flops", "params", "latency"):
             bad(f"metric must be 'flops', 'params' or 'latency', got {self.metric!r}")
+        for name in ("adaptive_tau_ratio", "adaptive_eps_ratio"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                bad(f"{name} must be a number in [0, 1], got {v!r}")
+        if not isinstance(self.lr_drop_ratio, (int, float)) or not 0 < self.lr_drop_ratio < 1:
+            bad(f"lr_drop_ratio must be in (0, 1) (e.g. 0.5: lr halves or more), got {self.lr_drop_ratio!r}")
+        if self.adaptive_sl_epochs is not None and (not isinstance(self.adaptive_sl_epochs, int) or self.adaptive_sl_epochs < 1):
+            bad(f"adaptive_sl_epochs must be a positive integer or None, got {self.adaptive_sl_epochs!r}")
         if self.latency_batch is not None and (not isinstance(self.latency_batch, int) or self.latency_batch < 1):
             bad(f"latency_batch must be a positive integer or None, got {self.latency_batch!r}")
         return self
@@ -175,6 +193,12 @@ class OCSPruner:
         self.regularizing = False
         self._model_pruned = False
         self.last_partition: Optional[Partition] = None
+        # open questions 2/3: values derived during the run (see OCSConfig.adaptive / lr_phase_reset)
+        self.phase_start = 0                  # first epoch of the current learning-rate phase
+        self._phase_lr: Optional[float] = None
+        self._steps = 0                       # after_step calls in the current epoch
+        self._steps_last_epoch = 0
+        self.adapted: dict = {}               # tau / epsilon / lambda0 chosen by the adaptive mode
 
     def _configure(self) -> None:
         """Objects derived from the config (at construction and when a state is restored)."""
@@ -208,26 +232,35 @@ class OCSPruner:
                 part = replace(part, keep=keep, cost=float(self.cost_model.evaluate(keep, cfg.metric)),
                                removed_channels=int((~keep).sum()))
                 self.last_partition = part
+        t = epoch
+        events = self._track_run(t, optimizers)
         self.history.append(part.keep.clone())
         self._update_similarity()
-        t = epoch
-        report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction)
+        report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction, events=events)
         report.group_norms = self.group_norm_distribution(part.keep)   # before a prune at t* below
         self.regularizing = False
         in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
-        stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(self.avg, t, cfg.epsilon)  # Eq. 6
+        avg = stability.within_phase(self.avg, self.phase_start) if cfg.lr_phase_reset else self.avg
+        epsilon = self.adapted.get("epsilon", cfg.epsilon)
+        stable = in_sparsity and cfg.prune_epoch is None and stability.is_stable(avg, t, epsilon)  # Eq. 6
         if self.stage == SEARCH:
+            tau = stability.adaptive_tau(avg, t, self._lag, cfg.adaptive_tau_ratio) if cfg.adaptive else cfg.tau
             start = (cfg.sl_start_epoch == t) if cfg.sl_start_epoch is not None else \
-                stability.sl_start_reached(self.avg, t, cfg.tau, self._lag)
+                stability.sl_start_reached(avg, t, tau, self._lag)
             if start and cfg.sparsity_learning:
                 # Algorithm 1 lines 8-10: epoch t still trains without regularisation;
                 # sparsity learning begins with the next epoch.
                 self.stage, self.t_sl_start = SPARSITY, t
                 report.sl_started = True
                 report.events.append(f"t_sl-start = {t}")
+                if cfg.adaptive:
+                    self._adapt_at_sl_start(t, tau, avg, report)
         elif self.stage == SPARSITY:
             if not stable:
-                self.lam = growing_lambda(t, self.t_sl_start, cfg.lambda0, cfg.delta,
+                if cfg.adaptive and "lambda0" not in self.adapted:
+                    self._adapt_lambda(optimizers, report)
+                lam0 = self.adapted.get("lambda0", cfg.lambda0)
+                self.lam = growing_lambda(t, self.t_sl_start, lam0, self.adapted.get("delta", cfg.delta),
                                           cfg.lambda_interval, cfg.lambda_mode)            # Eq. 7
                 self.regularizer.set_pruned(self.model, ~part.keep)                      # G_prune^t
                 self.regularizing = True
@@ -263,6 +296,7 @@ class OCSPruner:
 
     def after_step(self, lr_or_optimizer) -> None:
         """Eq. 9 after each optimizer step: pruning-group slices *= (1 - lambda_t * lr_t)."""
+        self._steps += 1     # steps per epoch, for the adaptive lambda (OCSConfig.adaptive)
         if not (self.regularizing and self.config.use_eq9 and self.lam > 0):
             return
         lr = lr_or_optimizer if isinstance(lr_or_optimizer, (int, float)) else \
@@ -304,10 +338,55 @@ class OCSPruner:
         keep = self.final_keep if self._model_pruned else torch.ones(self.space.num_channels, dtype=torch.bool)
         return float(self.cost_model.evaluate(keep, metric))
 
+    # -- open questions 2 and 3 --------------------------------------------------------------------
+    @staticmethod
+    def _first_lr(optimizers) -> Optional[float]:
+        if optimizers is None:
+            return None
+        opt = optimizers[0] if isinstance(optimizers, (list, tuple)) else optimizers
+        return float(opt.param_groups[0]["lr"]) if opt is not None and opt.param_groups else None
+
+    def _track_run(self, t: int, optimizers) -> list:
+        """Steps of the last epoch, and (lr_phase_reset) a new learning-rate phase at M_t. The lr
+        in the optimizer at epoch_start is the one the last epoch ended with, i.e. the lr that
+        shaped M_t, so a drop seen here makes M_t the first sub-network of the new phase."""
+        self._steps_last_epoch, self._steps = self._steps, 0
+        events = []
+        lr = self._first_lr(optimizers)
+        if self.config.lr_phase_reset and lr is not None:
+            if stability.lr_dropped(self._phase_lr, lr, self.config.lr_drop_ratio):
+                self.phase_start = t
+                events.append(f"lr phase {self._phase_lr:.3g} -> {lr:.3g}: J restarts at M_{t}")
+            self._phase_lr = lr
+        return events
+
+    def _adapt_at_sl_start(self, t: int, tau: float, avg: list, report: EpochReport) -> None:
+        eps = stability.adaptive_epsilon(avg[t] if t < len(avg) else None, self.config.adaptive_eps_ratio)
+        self.adapted.update(tau=tau, **({} if eps is None else {"epsilon": eps}))
+        report.events.append(f"adaptive: tau = {tau:.4g} (Eq. 5), epsilon = "
+                             f"{self.adapted.get('epsilon', self.config.epsilon):.4g} (Eq. 6)")
+
+    def _adapt_lambda(self, optimizers, report: EpochReport) -> None:
+        """lambda_0 = delta from the lr and the steps per epoch (schedule.adaptive_lambda0), once,
+        at the first epoch of sparsity learning; the configured values if either is unknown."""
+        cfg, lr = self.config, self._first_lr(optimizers)
+        if lr is None or lr <= 0 or self._steps_last_epoch < 1:
+            return
+        if cfg.adaptive_sl_epochs is not None:
+            k = cfg.adaptive_sl_epochs
+        elif cfg.max_prune_epoch is not None:        # the trainer caps at the cycle's last epoch
+            k = max(2, round(0.1 * (cfg.max_prune_epoch + 1)))
+        else:
+            k = 10
+        lam0 = adaptive_lambda0(lr, self._steps_last_epoch, k, cfg.lambda_interval)
+        self.adapted.update(lambda0=lam0, delta=lam0)
+        report.events.append(f"adaptive: lambda0 = delta = {lam0:.4g} (lr {lr:.3g}, {self._steps_last_epoch} "
+                             f"steps/epoch, pruning groups to 1% in {k} epochs)")
+
     def _update_similarity(self) -> None:
         cfg, t = self.config, len(self.history) - 1
         j = None
-        if t >= cfg.offset:
+        if t >= cfg.offset and (not cfg.lr_phase_reset or t - cfg.offset >= self.phase_start):
             j = stability.subnetwork_similarity(self.space.subnetwork(self.history[t - cfg.offset]),
                                                 self.space.subnetwork(self.history[t]),
                                                 self._weights, cfg.identity_similarity)   # Eq. 3
@@ -343,6 +422,9 @@ class OCSPruner:
             "final_keep": self.final_keep.to(torch.uint8) if self.final_keep is not None
             else torch.zeros(0, dtype=torch.uint8),
             "regularizing": self.regularizing,
+            # open questions 2/3 (absent in older states: defaults on load)
+            "phase_start": self.phase_start, "phase_lr": -1.0 if self._phase_lr is None else self._phase_lr,
+            "steps": self._steps, "steps_last_epoch": self._steps_last_epoch, "adapted": dict(self.adapted),
         }
 
     def load_state_dict(self, state: dict, optimizers=None) -> None:
@@ -372,6 +454,10 @@ class OCSPruner:
                 self._prune(self.t_star, keep, optimizers)
             self.final_keep = keep
         self.regularizing = bool(state["regularizing"]) and self.stage == SPARSITY
+        self.phase_start = int(state.get("phase_start", 0))
+        self._phase_lr = None if state.get("phase_lr", -1.0) < 0 else float(state["phase_lr"])
+        self._steps, self._steps_last_epoch = int(state.get("steps", 0)), int(state.get("steps_last_epoch", 0))
+        self.adapted = {k: float(v) for k, v in state.get("adapted", {}).items()}
         if self.regularizing and self.history:
             self.regularizer.set_pruned(self.model, ~self.history[-1])
 

@@ -107,3 +107,36 @@ def first_sl_start(avg: Sequence[Optional[float]], tau: float, lag: int) -> Opti
 def first_stable(avg: Sequence[Optional[float]], epsilon: float, after: int) -> Optional[int]:
     """Eq. 6 over a whole curve: the first epoch t > ``after`` with J_avg^t >= 1 - epsilon."""
     return next((t for t in range(after + 1, len(avg)) if is_stable(avg, t, epsilon)), None)
+
+
+# -- self-adaptive thresholds (open question 2) and learning-rate phases (open question 3) -----
+def adaptive_tau(avg: Sequence[Optional[float]], t: int, lag: int, ratio: float) -> float:
+    """Eq. 5's tau relative to this run's own stability curve: ``ratio`` times the steepest rise
+    of J_avg over ``lag`` epochs seen up to epoch t (0 while none is defined, or if J_avg only
+    fell). Sparsity learning then starts once J_avg rises at most ``ratio`` times as fast as it
+    did at its steepest, whatever the data set's absolute scale of J."""
+    rises = [avg[s] - avg[s - lag] for s in range(lag, min(t, len(avg) - 1) + 1)
+             if avg[s] is not None and avg[s - lag] is not None]
+    return ratio * max([0.0, *rises])
+
+
+def adaptive_epsilon(j_avg_at_sl_start: Optional[float], ratio: float) -> Optional[float]:
+    """Eq. 6's epsilon relative to the instability left when sparsity learning starts: the
+    sub-network counts as stable once 1 - J_avg has shrunk to ``ratio`` times 1 - J_avg^{t_sl-start}.
+    None when J_avg at t_sl-start is undefined (a fixed t_sl-start before the window fills)."""
+    if j_avg_at_sl_start is None:
+        return None
+    return ratio * max(0.0, 1.0 - j_avg_at_sl_start)
+
+
+def lr_dropped(prev_lr: Optional[float], lr: float, drop_ratio: float) -> bool:
+    """An abrupt learning-rate drop between two epochs: lr < drop_ratio * prev_lr. A step
+    schedule (gamma 0.1-0.2) passes; one epoch of a cosine or linear decay does not (except in
+    the last few epochs of a cosine cycle, long after t*)."""
+    return prev_lr is not None and prev_lr > 0 and lr < drop_ratio * prev_lr
+
+
+def within_phase(values: Sequence[Optional[float]], phase_start: int) -> list[Optional[float]]:
+    """``values`` with every entry before ``phase_start`` hidden (None), so that Eq. 5/6 never
+    compare a J_avg of the current learning-rate phase with one of an earlier phase."""
+    return [None if t < phase_start else v for t, v in enumerate(values)]
