@@ -149,46 +149,10 @@ def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optio
     cost = CostModel(space)
     if scores is None:
         scores = group_l2(dict(twin.named_parameters()), space)
-    part = Partitioner(cost, metric, max_prune_fraction, round_to).partition(scores, target)
-    keep = part.keep
-    if round_to > 1:
-        keep = refill_blocks(cost, keep, scores, (1.0 - target) * cost.dense[metric], round_to, metric)
+    # with round_to > 1 the partition gives whole blocks back up to the budget (partition.py)
+    keep = Partitioner(cost, metric, max_prune_fraction, round_to).partition(scores, target).keep
     prune_to(twin, space, keep)
     return twin.eval(), keep, 1.0 - float(cost.evaluate(keep, metric)) / cost.dense[metric]
-
-
-def refill_blocks(cost, keep: torch.Tensor, scores: torch.Tensor, budget: float, round_to: int,
-                  metric: str = "flops") -> torch.Tensor:
-    """Give removed channels back in whole blocks while the cost stays within ``budget``.
-
-    With ``round_to`` > 1 the partition rounds kept widths UP and then removes more elsewhere, in
-    steps as coarse as a whole block of a small group, so it can undershoot the budget by much
-    (ResNet-20 at 50%: ~66% removed with round_to=8). Here, repeatedly, the block (``round_to``
-    channels, or the rest of a group) whose return costs the most while still fitting goes back,
-    most salient channels first; widths stay multiples of ``round_to`` (or the full width)."""
-    import math
-
-    keep = keep.clone()
-    space = cost.space
-    while True:
-        best = None
-        for g in space.groups:
-            removed = torch.nonzero(~keep[g.offset:g.offset + g.size]).flatten()
-            if len(removed) == 0:
-                continue
-            block = math.lcm(round_to, g.step)
-            take = block if len(removed) >= block else len(removed)   # the rest: back to full width
-            if take < block and len(removed) + int(keep[g.offset:g.offset + g.size].sum()) != g.size:
-                continue
-            back = removed[torch.argsort(scores[g.offset + removed], descending=True, stable=True)][:take]
-            trial = keep.clone()
-            trial[g.offset + back] = True
-            c = float(cost.evaluate(trial, metric))
-            if c <= budget * (1 + 1e-12) and (best is None or c > best[0]):
-                best = (c, trial)
-        if best is None:
-            return keep
-        keep = best[1]
 
 
 def rounded_variant(dense: nn.Module, example_inputs: torch.Tensor, kept: dict, round_to: int,

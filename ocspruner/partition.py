@@ -124,9 +124,11 @@ class Partitioner:
             else:
                 lo = mid + 1
         keep, cost, k = best
-        # refill single channels only where that cannot break a multiple
+        # refill single channels only where that cannot break a multiple ...
         refillable = global_order[:k][self.multiple[self.group_of[global_order[:k]]] == 1]
         keep, cost = self._restore(keep, cost, target, refillable)
+        if bool((self.multiple > 1).any()):   # ... and whole multiples elsewhere
+            keep, cost = self._restore_blocks(keep, cost, target, scores)
         return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
 
     def _restore(self, keep: torch.Tensor, cost: float, target: float,
@@ -156,6 +158,37 @@ class Partitioner:
             keep[accepted.pop()] = False
             trial = float(self.cost_model.evaluate(keep, self.metric))
         return keep, trial
+
+    def _restore_blocks(self, keep: torch.Tensor, cost: float, target: float,
+                        scores: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The refill for groups whose kept width must stay a multiple m > 1 (round_to, GroupNorm,
+        heads): removed channels go back m at a time, the most salient block first (by mean
+        score), whenever the exact cost stays within the budget. Without it, one coarse step of
+        the prefix search can overshoot a 50% target by 15 points on a small ResNet."""
+        blocks = []
+        for gi, g in enumerate(self.cost_model.space.groups):
+            m = int(self.multiple[gi])
+            gone = torch.nonzero(~keep[g.offset:g.offset + g.size]).flatten() + g.offset
+            if m == 1 or len(gone) == 0:
+                continue
+            gone = gone[torch.argsort(scores[gone], descending=True, stable=True)]
+            for j, start in enumerate(range(0, len(gone), m)):
+                chunk = gone[start:start + m]
+                blocks.append((float(scores[chunk].mean()), gi, j, chunk))
+        blocks.sort(key=lambda b: (-b[0], b[1], b[2]))
+        next_block, closed = {}, set()
+        keep = keep.clone()
+        for _, gi, j, chunk in blocks:
+            if gi in closed or next_block.get(gi, 0) != j:
+                continue
+            keep[chunk] = True
+            trial = float(self.cost_model.evaluate(keep, self.metric))
+            if trial <= target * (1 + 1e-12):
+                cost, next_block[gi] = trial, j + 1
+            else:   # later blocks of this group cost as much: the group is done
+                keep[chunk] = False
+                closed.add(gi)
+        return keep, cost
 
     # ------------------------------------------------------------------------------------------
     def _keep_from_counts(self, removed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:

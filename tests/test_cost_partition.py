@@ -112,6 +112,31 @@ def test_per_group_cap_min_one_channel_and_round_to():
     assert bool(p2.partition().keep[g0.offset:g0.offset + g0.size].all())
 
 
+def test_round_to_refills_whole_blocks_up_to_the_budget():
+    """round_to=8 on ResNet-20 (widths 16/32/64): the prefix search alone overshot a 50% target
+    to ~66%; whole blocks of removed channels go back, most salient first, while they fit."""
+    model, _ = _build("resnet20")
+    pruner = OCSPruner(model, torch.randn(1, 3, 32, 32), target=0.5, max_prune_fraction=0.9, round_to=8)
+    part = pruner.partition()
+    assert 0.5 <= part.reduction <= 0.51
+    space, cost = pruner.space, pruner.cost_model
+    for g in space.groups:
+        kept = int(part.keep[g.offset:g.offset + g.size].sum())
+        assert kept == g.size or kept % 8 == 0
+    # by hand: 16 channels of one group removed, room for exactly one block of 8: the block holding
+    # the two most salient removed channels goes back
+    g = max(space.groups, key=lambda g: g.size)
+    keep = torch.ones(space.num_channels, dtype=torch.bool)
+    keep[g.offset:g.offset + 16] = False
+    scores = torch.zeros(space.num_channels, dtype=torch.float64)
+    scores[g.offset + 3], scores[g.offset + 9] = 5.0, 4.0
+    removed_cost = cost.dense["flops"] - float(cost.evaluate(keep))
+    budget = cost.dense["flops"] - removed_cost / 2 + 1.0
+    out, out_cost = pruner.partitioner._restore_blocks(keep, float(cost.evaluate(keep)), budget, scores)
+    back = torch.nonzero(out[g.offset:g.offset + 16]).flatten().tolist()
+    assert len(back) == 8 and 3 in back and 9 in back and out_cost <= budget
+
+
 def test_params_budget():
     model, _ = _build("resnet20")
     pruner = OCSPruner(model, torch.randn(1, 3, 32, 32), target=0.4, metric="params")
