@@ -69,6 +69,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     amp: Optional[str] = None            # None | bf16 | fp16 (GPU)
     channels_last: bool = False
+    compile: Optional[str] = None        # torch.compile backend for the training forward (e.g. inductor)
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None        # torch CPU threads
     out_dir: str = "runs"
@@ -179,6 +180,11 @@ def _validate_run(cfg: RunConfig) -> None:
         raise ConfigError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.compile is not None:
+        import torch._dynamo
+        if cfg.compile not in torch._dynamo.list_backends(exclude_tags=()):
+            raise ConfigError(f"compile must be null or a torch.compile backend "
+                              f"({', '.join(torch._dynamo.list_backends())}), got {cfg.compile!r}")
     if cfg.amp not in (None, "bf16", "fp16"):
         raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
     if cfg.keep_checkpoints < 1:

@@ -127,7 +127,8 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
         self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints,
                                       create=self.dist.is_main)
-        self._ddp, self._ddp_key = None, None
+        self._ddp, self._ddp_key = None, None   # the training forward's wrapper (DDP, compile)
+        self.compilations = 0
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": None}
         self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
@@ -153,12 +154,16 @@ class Trainer:
         DistributedDataParallel over it. The wrapper is rebuilt whenever the parameters changed
         (a physical prune replaces them): the old one's gradient buckets and hooks belong to the
         removed parameters. All ranks prune at the same epoch, so all rebuild together."""
-        if not self.dist.enabled:
+        if not self.dist.enabled and not self.cfg.compile:
             return self.model
         key = [(id(p), tuple(p.shape)) for p in self.model.parameters()]
         if self._ddp is None or key != self._ddp_key:
             self._ddp = None
-            self._ddp, self._ddp_key = distributed.wrap(self.model, self.device), key
+            net = distributed.wrap(self.model, self.device) if self.dist.enabled else self.model
+            if self.cfg.compile:   # compiled again after a prune: the graph was traced at the old widths
+                net = torch.compile(net, backend=self.cfg.compile)
+                self.compilations += 1
+            self._ddp, self._ddp_key = net, key
         return self._ddp
 
     # -- one epoch --------------------------------------------------------------------------
@@ -331,7 +336,7 @@ class Trainer:
 
     # -- resume -------------------------------------------------------------------------------
     # keys that may differ between a run and its resumption (they do not change the result)
-    RESUME_FREE = {"progress", "threads", "device", "out_dir", "name", "checkpoint_every", "keep_checkpoints",
+    RESUME_FREE = {"progress", "threads", "device", "compile", "out_dir", "name", "checkpoint_every", "keep_checkpoints",
                    "export"}
 
     def _generators(self) -> dict:
