@@ -209,14 +209,21 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
     import copy
 
     from .dependency import ChannelSpace
-    from .partition import Partitioner
+    from .partition import BudgetError, Partitioner
     from .surgery import prune_to
 
     space = table.cost_model.space
     history = []
+    previous_scale = table.scale
     for _ in range(rounds):
         table.attach()
-        part = Partitioner(table.cost_model, "latency", **partitioner_kw).partition(scores_fn(), target)
+        try:
+            part = Partitioner(table.cost_model, "latency", **partitioner_kw).partition(scores_fn(), target)
+        except BudgetError:
+            # the last refit (a straight line through one measured point) made the target look
+            # unreachable: it extrapolates badly far from that point, so keep the previous fit
+            table.scale = previous_scale
+            break
         twin = copy.deepcopy(space.model)
         names = dict(twin.named_modules())
         ignored = [names[space.module_names[m]] for m in space.ignored_layers if m in space.module_names]
@@ -235,6 +242,7 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
             break
         if abs(predicted - ratio) <= tolerance:
             break
+        previous_scale = table.scale
         table.calibrate(part.keep, ratio)
     table.attach()
     return history

@@ -9,8 +9,13 @@ warnings.filterwarnings("ignore", message=".*Unwrapped parameters.*")
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seeded, and one thread: the test models are tiny and gain nothing from a second thread,
+    but lose much when the cores are shared (CI has two)."""
     torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(n)
 
 
 class ConvBNConv(nn.Module):

@@ -16,12 +16,6 @@ from ocspruner.dependency import ChannelSpace
 from ocspruner.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_percentile_hand_computed():

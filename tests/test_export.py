@@ -13,13 +13,6 @@ from ocspruner import OCSPruner
 from ocspruner.export import ExportError, check_formats, describe, export_model
 from ocspruner.models import create_model
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and lose much when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 MODELS = [("resnet20", {}), ("mobilenetv2_cifar", {"width_mult": 0.25}),

@@ -18,15 +18,12 @@ EX = torch.randn(1, 3, 16, 16)
 
 
 @pytest.fixture(autouse=True)
-def _quiet_one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
         warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint.*")
         yield
-    torch.set_num_threads(n)
 
 
 def _data(n=96):

@@ -153,6 +153,14 @@ def _mark_stages(ax, changes: Sequence[Tuple[float, str]], label_text: bool = Tr
                     va="top", ha="left", fontsize=7, color=colour)
 
 
+def _mark_sl_start_and_t_star(ax, t0, t1) -> None:
+    """Vertical markers at t_sl-start and t* (Fig. 3 style)."""
+    if t0 is not None:
+        ax.axvline(t0, linestyle="--", color="tab:green", linewidth=1.2, label="t_sl-start")
+    if t1 is not None:
+        ax.axvline(t1, linestyle="--", color="black", linewidth=1.2, label="t*")
+
+
 def _save(fig, path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,10 +196,7 @@ def plot_stability(metrics: Sequence[Mapping[str, Any]], t_sl_start: Optional[fl
                 color="tab:blue", label="J (raw)")
     if ya:
         ax.plot(xa, ya, linestyle="-", linewidth=1.8, color="tab:red", label="J_avg")
-    if t0 is not None:
-        ax.axvline(t0, linestyle="--", color="tab:green", linewidth=1.2, label="t_sl-start")
-    if t1 is not None:
-        ax.axvline(t1, linestyle="--", color="black", linewidth=1.2, label="t*")
+    _mark_sl_start_and_t_star(ax, t0, t1)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("epoch")
     ax.set_ylabel("similarity")
@@ -365,10 +370,7 @@ def plot_group_norms(metrics: Sequence[Mapping[str, Any]], t_sl_start: Optional[
         ax.plot(xs, clip(bands[mid]), color=colour, linewidth=1.6, marker="o" if len(xs) < 3 else None,
                 markersize=3, label=f"{which} set (median)")
     t0, t1 = _num(t_sl_start), _num(t_star)
-    if t0 is not None:
-        ax.axvline(t0, linestyle="--", color="tab:green", linewidth=1.2, label="t_sl-start")
-    if t1 is not None:
-        ax.axvline(t1, linestyle="--", color="black", linewidth=1.2, label="t*")
+    _mark_sl_start_and_t_star(ax, t0, t1)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("group norm (Eq. 2)")
