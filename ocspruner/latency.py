@@ -1,13 +1,16 @@
 """Latency budget: a per-layer latency table measured once on the current device.
 
 Each conv/linear/norm layer of the model is rebuilt alone at a grid of channel widths (fractions
-of its input and output channels) and timed on its own input shape. At partition time a layer's
-latency is bilinear interpolation in (kept input channels, kept output channels); the model's is
-the sum plus the part no layer accounts for (activations, additions, pooling). That remainder is
-measured once as dense model time minus the table's dense sum, and scaled with the kept share of
-normalisation-layer time, a proxy for activation size (those ops are element-wise over the same
-tensors). The interpolation is written in torch, so marginal costs for the partition's refill step
-come from one backward pass as for FLOPs.
+of its input and output channels) and timed on its own input shape. Each layer's grid is then
+summarised by a non-negative least-squares fit ``t = a + b * c_in * c_out + c * (c_in + c_out)``:
+a fixed per-call cost, a compute term and a memory term (``t = a + c * c_out`` for layers whose
+widths move together: norms, depthwise convs). The partition optimises against this model, so it
+must not be able to exploit noise: with raw grid cells (bilinear interpolation) it picked exactly
+the widths whose timing had come out spuriously fast on a loaded machine, and missed the budget
+by 30 points. The model's latency is the sum plus the part no layer accounts for (activations,
+additions, pooling), measured once as dense model time minus the fitted dense sum and scaled with
+the kept share of normalisation-layer time, a proxy for activation size. Everything is written in
+torch, so marginal costs for the partition's refill step come from one backward pass.
 """
 from __future__ import annotations
 
@@ -126,36 +129,21 @@ class LatencyTable:
             table = table.flip(0, 1).cummin(0).values.cummin(1).values.flip(0, 1)
             in_seg = None if single_axis else cost_model.segment_of(mod, "in")
             out_seg = cost_model.segment_of(mod, "out")
-            self.entries.append((name, in_seg, out_seg, torch.tensor(grid_in, dtype=torch.float64),
-                                 torch.tensor(grid_out, dtype=torch.float64), table, norm))
+            g_in, g_out = torch.tensor(grid_in, dtype=torch.float64), torch.tensor(grid_out, dtype=torch.float64)
+            self.entries.append((name, in_seg, out_seg, g_in, g_out, table, norm,
+                                 fit_layer_latency(g_in, g_out, table)))
         full = torch.ones(space.num_channels, dtype=torch.float64)
         layers, norms = self._layer_sum(full)
         self.dense_layers = float(layers)
         self.dense_norms = float(norms)
         self.unaccounted = max(0.0, self.dense_model_time - self.dense_layers)
 
-    @staticmethod
-    def _interp(grid: torch.Tensor, value: torch.Tensor):
-        """Index of the cell and the weight of its upper end (clamped to the grid)."""
-        if len(grid) == 1:
-            return torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.float64)
-        v = value.clamp(grid[0], grid[-1])
-        i = torch.searchsorted(grid, v.detach().reshape(1)).clamp(1, len(grid) - 1)[0]
-        lo, hi = grid[i - 1], grid[i]
-        return i - 1, (v - lo) / (hi - lo)
-
     def _layer_sum(self, keep: torch.Tensor):
         kept = self.cost_model.kept_counts(keep)
         total = torch.zeros((), dtype=torch.float64)
         norms = torch.zeros((), dtype=torch.float64)
-        for name, in_seg, out_seg, g_in, g_out, table, is_norm in self.entries:
-            i, wi = self._interp(g_in, kept[in_seg]) if in_seg is not None else (torch.zeros((), dtype=torch.long),
-                                                                                  torch.zeros((), dtype=torch.float64))
-            j, wj = self._interp(g_out, kept[out_seg])
-            i1 = min(int(i) + 1, table.shape[0] - 1)
-            j1 = min(int(j) + 1, table.shape[1] - 1)
-            t = (table[i, j] * (1 - wi) * (1 - wj) + table[i1, j] * wi * (1 - wj)
-                 + table[i, j1] * (1 - wi) * wj + table[i1, j1] * wi * wj)
+        for name, in_seg, out_seg, g_in, g_out, table, is_norm, coef in self.entries:
+            t = layer_latency(coef, kept[in_seg] if in_seg is not None else None, kept[out_seg])
             total = total + t
             if is_norm:
                 norms = norms + t
@@ -187,6 +175,36 @@ class LatencyTable:
         if predicted_saving <= 1e-6:
             return
         self.scale = min(max((1.0 - measured_ratio) / predicted_saving, bounds[0]), bounds[1])
+
+
+def fit_layer_latency(grid_in: torch.Tensor, grid_out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Non-negative least squares of one layer's timing grid: coefficients (a, b, c) of
+    ``t = a + b * c_in * c_out + c * (c_in + c_out)``; with a single input width (norms,
+    depthwise: the widths move together) ``t = a + c * c_out`` and b = 0."""
+    from scipy.optimize import nnls
+
+    ci, co = torch.meshgrid(grid_in, grid_out, indexing="ij")
+    ci, co, t = ci.reshape(-1), co.reshape(-1), table.reshape(-1).to(torch.float64)
+    if len(grid_in) == 1:
+        features = torch.stack([torch.ones_like(co), torch.zeros_like(co), co], 1)
+        used = [0, 2]
+    else:
+        features = torch.stack([torch.ones_like(co), ci * co, ci + co], 1)
+        used = [0, 1, 2]
+    cols = features[:, used]
+    norm = cols.abs().amax(0).clamp_min(1e-12)          # comparable column scales for the solver
+    solution, _ = nnls((cols / norm).numpy(), t.numpy())
+    coef = torch.zeros(3, dtype=torch.float64)
+    coef[used] = torch.as_tensor(solution, dtype=torch.float64) / norm
+    return coef
+
+
+def layer_latency(coef: torch.Tensor, c_in: Optional[torch.Tensor], c_out: torch.Tensor) -> torch.Tensor:
+    """The fitted latency of one layer at (possibly fractional) kept widths."""
+    a, b, c = coef
+    if c_in is None:
+        return a + c * c_out
+    return a + b * c_in * c_out + c * (c_in + c_out)
 
 
 def _attach(self) -> None:

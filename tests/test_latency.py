@@ -5,7 +5,7 @@ import torch
 from ocspruner import OCSPruner
 from ocspruner.cost import CostModel
 from ocspruner.dependency import ChannelSpace
-from ocspruner.latency import LatencyTable
+from ocspruner.latency import LatencyTable, fit_layer_latency, layer_latency
 from ocspruner.models import create_model
 
 
@@ -16,15 +16,32 @@ def table():
     return LatencyTable(CostModel(space), torch.randn(4, 3, 16, 16), repeats=1)
 
 
-def test_interpolation_is_bilinear_on_the_grid(table):
-    name, in_seg, out_seg, g_in, g_out, grid, _ = next(e for e in table.entries if e[1] is not None)
-    # exactly on grid points the lookup returns the table entry; half-way, the mean
-    for value, expected_w in [(g_in[0], 0.0), (g_in[-1], 1.0), ((g_in[-2] + g_in[-1]) / 2, 0.5)]:
-        i, w = LatencyTable._interp(g_in, torch.tensor(float(value), dtype=torch.float64))
-        assert float(w) == pytest.approx(expected_w) or (expected_w == 0.0 and float(w) == pytest.approx(0.0))
+def test_layer_fit_recovers_known_coefficients_and_resists_an_outlier():
+    g_in = torch.tensor([2.0, 4.0, 8.0, 12.0, 16.0], dtype=torch.float64)
+    g_out = torch.tensor([4.0, 8.0, 16.0, 24.0, 32.0], dtype=torch.float64)
+    ci, co = torch.meshgrid(g_in, g_out, indexing="ij")
+    exact = 2e-5 + 3e-8 * ci * co + 5e-7 * (ci + co)           # a, b, c chosen by hand
+    coef = fit_layer_latency(g_in, g_out, exact)
+    assert coef.tolist() == pytest.approx([2e-5, 3e-8, 5e-7], rel=1e-6)
+    assert float(layer_latency(coef, torch.tensor(10.0), torch.tensor(20.0))) == pytest.approx(
+        2e-5 + 3e-8 * 200 + 5e-7 * 30, rel=1e-6)
+    # one cell timed spuriously fast (the kind of error a partition would exploit) moves the
+    # fitted model by a few percent there, not to the cell's value
+    noisy = exact.clone()
+    noisy[2, 2] *= 0.3
+    fitted = layer_latency(fit_layer_latency(g_in, g_out, noisy), g_in[2], g_out[2])
+    assert float(fitted) > 0.85 * float(exact[2, 2])
+    # single-axis layers (norms, depthwise): t = a + c * c_out, never negative coefficients
+    single = fit_layer_latency(torch.tensor([16.0], dtype=torch.float64), g_out, 1e-5 + 2e-7 * g_out[None])
+    assert single.tolist() == pytest.approx([1e-5, 0.0, 2e-7], rel=1e-6, abs=1e-15)
+
+
+def test_measured_tables_are_monotone_and_fitted(table):
+    name, in_seg, out_seg, g_in, g_out, grid, _, coef = next(e for e in table.entries if e[1] is not None)
     assert grid.shape == (len(g_in), len(g_out)) and bool((grid > 0).all())
     # monotone by construction: a narrower layer is never slower than a wider one
     assert bool((grid[:-1] <= grid[1:]).all()) and bool((grid[:, :-1] <= grid[:, 1:]).all())
+    assert bool((coef >= 0).all())
 
 
 def test_calibration_scales_predicted_savings_by_hand(table):
