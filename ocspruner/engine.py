@@ -75,7 +75,7 @@ class OCSConfig:
     round_to: int = 1
     # self-adaptive thresholds (open question 2): tau, epsilon, lambda0 = delta derived from the run
     adaptive: bool = False
-    adaptive_tau_ratio: float = 0.5     # Eq. 5: tau = ratio * steepest rise of J_avg so far
+    adaptive_tau_ratio: float = 1.0     # Eq. 5: tau = ratio * steepest earlier rise of J_avg
     adaptive_eps_ratio: float = 0.1     # Eq. 6: epsilon = ratio * (1 - J_avg at t_sl-start)
     adaptive_sl_epochs: Optional[int] = None  # Eq. 7/9: shrink pruning groups to 1% in this many
                                         # epochs (None: 10% of the cycle up to the prune cap, >= 2)

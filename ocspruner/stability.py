@@ -112,10 +112,11 @@ def first_stable(avg: Sequence[Optional[float]], epsilon: float, after: int) -> 
 # -- self-adaptive thresholds (open question 2) and learning-rate phases (open question 3) -----
 def adaptive_tau(avg: Sequence[Optional[float]], t: int, lag: int, ratio: float) -> float:
     """Eq. 5's tau relative to this run's own stability curve: ``ratio`` times the steepest rise
-    of J_avg over ``lag`` epochs seen up to epoch t (0 while none is defined, or if J_avg only
-    fell). Sparsity learning then starts once J_avg rises at most ``ratio`` times as fast as it
-    did at its steepest, whatever the data set's absolute scale of J."""
-    rises = [avg[s] - avg[s - lag] for s in range(lag, min(t, len(avg) - 1) + 1)
+    of J_avg over ``lag`` epochs seen BEFORE epoch t (0 while none is defined, or if J_avg only
+    fell). With ratio 1 sparsity learning starts once J_avg's rise stops accelerating (the
+    inflection of the curve); smaller ratios wait for a flatter curve. Scale-free: it does not
+    depend on the data set's absolute level or speed of J."""
+    rises = [avg[s] - avg[s - lag] for s in range(lag, min(t, len(avg)))
              if avg[s] is not None and avg[s - lag] is not None]
     return ratio * max([0.0, *rises])
 

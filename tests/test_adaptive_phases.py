@@ -12,13 +12,13 @@ from ocspruner.stability import adaptive_epsilon, adaptive_tau, lr_dropped, with
 
 
 # -- pure functions ------------------------------------------------------------------------------
-def test_adaptive_tau_is_a_fraction_of_the_steepest_rise_so_far():
+def test_adaptive_tau_is_a_fraction_of_the_steepest_earlier_rise():
     avg = [None, None, 0.6, 0.8, 0.85, 0.86]
-    assert adaptive_tau(avg, 2, 1, 0.5) == 0.0                     # no rise defined yet
-    assert adaptive_tau(avg, 3, 1, 0.5) == pytest.approx(0.1)      # rise 0.2
-    assert adaptive_tau(avg, 5, 1, 0.5) == pytest.approx(0.1)      # rises 0.2, 0.05, 0.01: max 0.2
-    assert adaptive_tau(avg, 5, 2, 0.25) == pytest.approx(0.25 * 0.25)   # lag 2: 0.25, 0.06
-    assert adaptive_tau([0.5, 0.4], 1, 1, 0.5) == 0.0              # J_avg only fell
+    assert adaptive_tau(avg, 3, 1, 0.5) == 0.0                     # no rise before t = 3
+    assert adaptive_tau(avg, 4, 1, 0.5) == pytest.approx(0.1)      # rise 0.2 at t = 3
+    assert adaptive_tau(avg, 5, 1, 1.0) == pytest.approx(0.2)      # rises 0.2, 0.05 before t = 5
+    assert adaptive_tau(avg, 5, 2, 0.25) == pytest.approx(0.25 * 0.25)   # lag 2: 0.25 at t = 4
+    assert adaptive_tau([0.5, 0.4, 0.3], 2, 1, 0.5) == 0.0         # J_avg only fell
 
 
 def test_adaptive_epsilon_is_a_fraction_of_the_instability_at_sl_start():
@@ -129,11 +129,12 @@ def test_gradual_lr_decay_is_one_phase():
 
 def test_adaptive_mode_sets_tau_epsilon_and_lambda_from_the_run():
     """Kept sets {2,3}, {0,1}, {0,1}, {0,2}, {0,1}, {0,2}: raw J (i = 1) = -, 0, 1, 1/3, 1/3, 1/3;
-    J_avg (r = 2) = -, -, 1/2, 2/3, 1/3, 1/3. Eq. 5 with lag 1 and tau = 0.5 * steepest rise:
-    t = 3: rise 1/6 > 1/12; t = 4: rise -1/3 <= 1/12 -> t_sl-start = 4, epsilon = 0.1 * (1 - 1/3).
+    J_avg (r = 2) = -, -, 1/2, 2/3, 1/3, 1/3. Eq. 5 with lag 1 and tau = 0.5 * steepest earlier
+    rise: t = 3: rise 1/6 > 0 (no earlier rise); t = 4: rise -1/3 <= 0.5 * 1/6 -> t_sl-start = 4,
+    epsilon = 0.1 * (1 - 1/3).
     Epoch 4 has 10 steps at lr 0.1, K = 4: lambda_0 = ln(100) / (0.1 * 10 * 14); epoch 5 uses
     Eq. 7's lambda_0 + delta."""
-    model, pruner, opt = _engine(tau=0.0, epsilon=0.0, adaptive=True, adaptive_sl_epochs=4)
+    model, pruner, opt = _engine(tau=0.0, epsilon=0.0, adaptive=True, adaptive_tau_ratio=0.5, adaptive_sl_epochs=4)
     plan = [(2, 3), (0, 1), (0, 1), (0, 2), (0, 1), (0, 2)]
     reports = _drive(pruner, model, opt, plan, [0.1] * 6, steps=10)
     assert pruner.avg[2:] == pytest.approx([0.5, 2 / 3, 1 / 3, 1 / 3])
@@ -145,7 +146,7 @@ def test_adaptive_mode_sets_tau_epsilon_and_lambda_from_the_run():
     assert reports[5].lam == pytest.approx(2 * lam0)
     # the adapted values survive a checkpoint
     state = pruner.state_dict()
-    model2, pruner2, _ = _engine(tau=0.0, epsilon=0.0, adaptive=True, adaptive_sl_epochs=4)
+    model2, pruner2, _ = _engine(tau=0.0, epsilon=0.0, adaptive=True, adaptive_tau_ratio=0.5, adaptive_sl_epochs=4)
     pruner2.load_state_dict(state)
     assert pruner2.adapted == pytest.approx(pruner.adapted) and pruner2._steps_last_epoch == 10
 
