@@ -2,7 +2,9 @@
 
     python benchmarks/fashion_repro.py                      # everything below, threads=1
     python benchmarks/fashion_repro.py --parts table        # only the main table
-    python benchmarks/fashion_repro.py --quick              # smoke test: 300 images, 2 epochs, 1 seed
+    python benchmarks/fashion_repro.py --quick              # smoke test: 300 images, 3 epochs, 1 seed
+    python benchmarks/fashion_repro.py --scale medium --models resnet20 --parts table --seeds 0,1
+                                      # 4000 images, 15 epochs (prune cap 11): does the drop shrink?
 
 Parts:
 - ``table``: ResNet-20, ResNet-56 and a narrow VGG-16 (``width_mult`` 0.25), two FLOPs budgets,
@@ -36,7 +38,8 @@ CONFIG = "fashion_mnist_repro"
 MODELS = {"resnet20": {}, "resnet56": {}, "vgg16": {"width_mult": 0.25}}
 MODEL_LABEL = {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "vgg16": "VGG-16 (width 0.25)"}
 TARGETS = [0.4, 0.6]
-FIG4_EPOCHS = [2, 3, 4, 5, 6, 7]
+FIG4_EPOCHS = [1, 2, 3, 4, 5, 6]
+SCALES = {"small": {}, "medium": {"data.subset": 4000, "epochs": 15, "pruning.max_prune_epoch": 11}}
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
@@ -85,6 +88,7 @@ def run_updates(run: dict, args) -> dict:
         upd["pruning.target"] = run["target"]
     if args.quick:
         upd.update({"data.subset": 300, "epochs": 3, "pruning.max_prune_epoch": 2})
+    upd.update(SCALES[args.scale])
     upd.update(run["updates"])
     return upd
 
@@ -211,8 +215,8 @@ def fig3_report(results: dict, eps: float, out_png: str) -> tuple[str, dict]:
 
 def write_doc(results: dict, fig4: dict, args, started: float, total_wall: float) -> None:
     rows = table_rows(results)
-    cfg = load_config(CONFIG)
-    tag = "_quick" if args.quick else ""
+    cfg = load_config(CONFIG, updates=SCALES[args.scale])
+    tag = file_tag(args)
     lines = [
         "# CPU-scale reproduction on Fashion-MNIST (issue 8)", "",
         f"Command: `{command_line(args)}`  ",
@@ -261,6 +265,10 @@ def write_doc(results: dict, fig4: dict, args, started: float, total_wall: float
                                  indent=1, default=str))
 
 
+def file_tag(args) -> str:
+    return ("_quick" if args.quick else "") + ("" if args.scale == "small" else f"_{args.scale}")
+
+
 def command_line(args) -> str:
     parts = ["python benchmarks/fashion_repro.py"]
     for name, default in (("parts", "table,fig3,fig4"), ("seeds", "0,1,2"), ("models", ",".join(MODELS)),
@@ -270,6 +278,8 @@ def command_line(args) -> str:
             parts.append(f"--{name} {v}")
     if args.quick:
         parts.append("--quick")
+    if args.scale != "small":
+        parts.append(f"--scale {args.scale}")
     return " ".join(parts)
 
 
@@ -287,7 +297,7 @@ def run_fig4_part(args) -> dict:
     t0, c0 = time.time(), time.process_time()
     fig4 = run_fig4(epochs, 0, fig4_dir, CONFIG, None, upd, Trainer)
     fig4["wall_time_total"], fig4["cpu_time_total"] = time.time() - t0, time.process_time() - c0
-    shutil.copy(fig4["path"], os.path.join(ROOT, f"docs/fashion_repro{'_quick' if args.quick else ''}_fig4.png"))
+    shutil.copy(fig4["path"], os.path.join(ROOT, f"docs/fashion_repro{file_tag(args)}_fig4.png"))
     print(f"[{time.strftime('%H:%M:%S')}] fig4 done in {fig4['wall_time_total']:.0f}s: {fig4['points']}", flush=True)
     return fig4
 
@@ -300,11 +310,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="smoke test: 300 images, 3 epochs, seed 0 only")
     ap.add_argument("--work", default="/tmp/ocspruner-fashion-repro")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="small",
+                    help="small: the recipe as shipped; medium: 4000 images, 15 epochs, prune cap 11")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.quick:
         args.seeds = "0"
         args.work += "-quick"
+    if args.scale != "small":
+        args.work += f"-{args.scale}"
     os.makedirs(args.work, exist_ok=True)
     started = time.time()
     results_path = os.path.join(args.work, "results.json")
@@ -326,7 +340,7 @@ def main() -> None:
         atomic_write_text(results_path, json.dumps({**results, "_fig4": fig4}, indent=1, default=str))
         write_doc(results, fig4, args, started, time.time() - started)
     write_doc(results, fig4, args, started, time.time() - started)
-    print(open(os.path.join(ROOT, f"docs/fashion_repro{'_quick' if args.quick else ''}.md")).read())
+    print(open(os.path.join(ROOT, f"docs/fashion_repro{file_tag(args)}.md")).read())
 
 
 if __name__ == "__main__":

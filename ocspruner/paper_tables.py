@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -35,10 +36,6 @@ class Row:
     updates: dict = field(default_factory=dict)   # dotted config keys on top of the config
     paper: dict = field(default_factory=dict)     # reported: flops_pct, params_pct, base_acc, acc, drop, ...
     pretrained: bool = False        # start from the dense row's final weights (supplement Table 7)
-
-    @property
-    def model(self) -> str:
-        return self.updates.get("model") or load_config(self.config).model
 
 
 @dataclass(frozen=True)
@@ -282,7 +279,6 @@ def run_table(table: Table, seeds, out_dir: str, data_root: Optional[str] = None
             from .trainer import Trainer as make_trainer
         cfg = load_config(table.rows[i].config, overrides=list(overrides),
                           updates=row_updates(table, i, seed, out_dir, data_root))
-        import shutil
         shutil.rmtree(os.path.join(out_dir, key), ignore_errors=True)   # an unfinished run restarts
         results[key] = make_trainer(cfg).fit()
         log(f"{key}: test acc {results[key]['final_test_acc']:.2f}")
