@@ -383,9 +383,10 @@ def _repair_split_nodes(graph) -> None:
         for out in node.outputs:
             nexts = getattr(out.grad_fn, "next_functions", None) or ()
             idx = [nr for f, nr in nexts if f is fn]
-            if len(idx) != 1:
-                return  # cannot tell which output feeds which consumer: keep torch-pruning's guess
-            index_of[out] = idx[0]
+            if len(idx) == 1:
+                index_of[out] = idx[0]
+        if len(index_of) != len(node.outputs):
+            continue  # cannot tell which output feeds which consumer: keep torch-pruning's guess
         node.outputs.sort(key=lambda o: index_of[o])
         used = [index_of[o] for o in node.outputs]
         node.module.split_sizes = [sizes[i] for i in used]
