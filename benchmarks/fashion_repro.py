@@ -219,19 +219,19 @@ def write_doc(results: dict, fig4: dict, args, started: float, total_wall: float
     tag = file_tag(args)
     lines = [
         "# CPU-scale reproduction on Fashion-MNIST (issue 8)", "",
-        f"Command: `{command_line(args)}`  ",
+        "Command(s): " + "; ".join(f"`{c}`" for c in getattr(args, "commands", [command_line(args)])) + "  ",
         f"Recipe: config `ocspruner/configs/{CONFIG}.yaml` (subset {cfg.data.subset} training images, "
         f"{cfg.epochs} epochs, batch {cfg.data.batch_size}, SGD lr {cfg.optim.lr} cosine; window r={cfg.pruning.window}, "
         f"offset i={cfg.pruning.offset}, Eq. 5 lag {cfg.pruning.sl_start_lag}, tau={cfg.pruning.tau}, "
         f"epsilon={cfg.pruning.epsilon}, lambda0={cfg.pruning.lambda0}, delta={cfg.pruning.delta}, prune cap epoch "
         f"{cfg.pruning.max_prune_epoch}); test accuracy on the full 10k test set.  ",
         f"Machine: this project's CPU box, torch threads = {args.threads}. Other developers ran tests and "
-        "benchmarks on the same 2 cores at the same time (load average 4-6), so wall times are inflated 1.5-5x "
+        "benchmarks on the same 2 cores at the same time (load average 1-6), so wall times are inflated up to 5x "
         "and noisy; the cost comparison therefore uses the process CPU time of each run (one thread: the work "
         "done, including set-up and the final 2 x 10k-image test evaluation).  ",
         f"Sum of run CPU times so far: {sum(s.get('cpu_time') or 0 for s in results.values()) / 60:.1f} min; "
-        f"sum of run wall times: {sum(s['wall_time'] for s in results.values()) / 60:.1f} min; "
-        f"elapsed in this invocation: {total_wall / 60:.1f} min (with evaluation and set-up).", "",
+        f"sum of their training wall times (epochs only, no test evaluation): "
+        f"{sum(s['wall_time'] for s in results.values()) / 60:.1f} min.", "",
         "## Main table (OCSPruner vs dense, mean ± std over seeds)", "",
         "| model | budget (FLOPs removed, target) | FLOPs removed (achieved) | params % | test acc | drop vs dense | "
         "CPU time (s) | CPU time vs dense | wall time (s) | t_sl-start / t* per seed |",
@@ -324,11 +324,16 @@ def main() -> None:
     results_path = os.path.join(args.work, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     fig4 = results.pop("_fig4", {})
+    # every invocation that added runs to this work directory (resumed or extended runs)
+    commands = results.pop("_commands", [])
+    if command_line(args) not in commands:
+        commands.append(command_line(args))
+    args.commands = commands
     for run in plan(args):
         if run["key"] == "_fig4":
             if not fig4:
                 fig4 = run_fig4_part(args)
-                atomic_write_text(results_path, json.dumps({**results, "_fig4": fig4}, indent=1, default=str))
+                atomic_write_text(results_path, json.dumps({**results, "_fig4": fig4, "_commands": commands}, indent=1, default=str))
                 write_doc(results, fig4, args, started, time.time() - started)
             continue
         summary = execute(run, args)
@@ -337,7 +342,7 @@ def main() -> None:
             "t_star", "final_flops", "dense_flops", "final_params", "dense_params", "run_dir")},
             "part": run["part"], "model": run["model"], "target": run["target"], "seed": run["seed"],
             "reg": run.get("reg")}
-        atomic_write_text(results_path, json.dumps({**results, "_fig4": fig4}, indent=1, default=str))
+        atomic_write_text(results_path, json.dumps({**results, "_fig4": fig4, "_commands": commands}, indent=1, default=str))
         write_doc(results, fig4, args, started, time.time() - started)
     write_doc(results, fig4, args, started, time.time() - started)
     print(open(os.path.join(ROOT, f"docs/fashion_repro{file_tag(args)}.md")).read())
