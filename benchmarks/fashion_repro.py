@@ -234,7 +234,7 @@ def write_doc(results: dict, fig4: dict, args, started: float, total_wall: float
         f"{sum(s['wall_time'] for s in results.values()) / 60:.1f} min.", "",
         "## Main table (OCSPruner vs dense, mean ± std over seeds)", "",
         "| model | budget (FLOPs removed, target) | FLOPs removed (achieved) | params % | test acc | drop vs dense | "
-        "CPU time (s) | CPU time vs dense | wall time (s) | t_sl-start / t* per seed |",
+        "CPU time (s) | CPU time vs dense | training wall time (s) | t_sl-start / t* per seed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
