@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ocspruner.checkpoint import atomic_write_text  # noqa: E402
 from ocspruner.config import load_config  # noqa: E402
 
+from _runs import run_or_reuse  # noqa: E402
+
 CONFIG = "fashion_mnist_repro"
 MODELS = {"resnet20": {}, "resnet56": {}, "vgg16": {"width_mult": 0.25}}
 MODEL_LABEL = {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "vgg16": "VGG-16 (width 0.25)"}
@@ -94,24 +96,8 @@ def run_updates(run: dict, args) -> dict:
 
 
 def execute(run: dict, args) -> dict:
-    from ocspruner.trainer import Trainer
-
-    run_dir = os.path.join(args.work, "runs", run["key"])
-    done = os.path.join(run_dir, "summary.json")
-    if os.path.exists(done):
-        return json.load(open(done))
-    shutil.rmtree(run_dir, ignore_errors=True)   # an interrupted run restarts from scratch
-    cfg = load_config(CONFIG, updates=run_updates(run, args))
-    t0, c0 = time.time(), time.process_time()
-    summary = Trainer(cfg).fit()
-    # CPU time of this process (threads = 1): the work done, unlike wall time insensitive to
-    # what other processes on the machine do. Includes set-up and the final test evaluation.
-    summary["cpu_time"] = time.process_time() - c0
-    atomic_write_text(done, json.dumps(summary, indent=1, default=str))
-    print(f"[{time.strftime('%H:%M:%S')}] {run['key']}: acc {summary['final_test_acc']:.2f} "
-          f"flops {summary.get('flops_ratio', 1.0):.3f} t_sl {summary.get('t_sl_start')} t* {summary.get('t_star')} "
-          f"wall {summary['wall_time']:.0f}s (total {time.time() - t0:.0f}s, cpu {summary['cpu_time']:.0f}s)", flush=True)
-    return summary
+    return run_or_reuse(run["key"], os.path.join(args.work, "runs", run["key"]),
+                        lambda: load_config(CONFIG, updates=run_updates(run, args)))
 
 
 def metrics_of(summary: dict) -> list[dict]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -30,6 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ocspruner import stability  # noqa: E402
 from ocspruner.checkpoint import atomic_write_text  # noqa: E402
 from ocspruner.config import load_config  # noqa: E402
+
+from _runs import run_or_reuse  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIG = "fashion_mnist_repro"
@@ -69,24 +70,9 @@ def plan(parts) -> list[dict]:
 
 
 def execute(run: dict, args) -> dict:
-    from ocspruner.trainer import Trainer
-
-    run_dir = os.path.join(args.work, run["key"])
-    done = os.path.join(run_dir, "summary.json")
-    if os.path.exists(done):
-        return json.load(open(done))
-    shutil.rmtree(run_dir, ignore_errors=True)
     upd = {"method": "ocspruner", "pruning.target": 0.5, "seed": run["seed"], "threads": args.threads,
            "progress": False, "out_dir": args.work, "name": run["key"], "keep_checkpoints": 1, **run["updates"]}
-    cfg = load_config(CONFIG, updates=upd)
-    t0, c0 = time.time(), time.process_time()
-    summary = Trainer(cfg).fit()
-    summary["cpu_time"] = time.process_time() - c0
-    atomic_write_text(done, json.dumps(summary, indent=1, default=str))
-    print(f"[{time.strftime('%H:%M:%S')}] {run['key']}: acc {summary['final_test_acc']:.2f} "
-          f"flops {summary.get('flops_ratio', 1):.3f} t_sl {summary.get('t_sl_start')} t* {summary.get('t_star')} "
-          f"cpu {summary['cpu_time']:.0f}s wall {time.time() - t0:.0f}s", flush=True)
-    return summary
+    return run_or_reuse(run["key"], os.path.join(args.work, run["key"]), lambda: load_config(CONFIG, updates=upd))
 
 
 def curve(summary: dict) -> list[dict]:
