@@ -157,24 +157,47 @@ class LatencyTable:
         return layers + self.unaccounted * share
 
     def evaluate(self, keep: torch.Tensor) -> torch.Tensor:
-        """Predicted model latency (seconds) at a keep vector (bool or float), calibrated:
-        the dense point stays fixed and savings are scaled by ``scale``."""
-        return self.dense_raw - self.scale * (self.dense_raw - self.raw(keep))
-
-    scale = 1.0
+        """Predicted model latency (seconds) at a keep vector (bool or float), calibrated: the
+        table's predicted saving is mapped to a real saving through the measured points."""
+        saving = 1.0 - self.raw(keep.to(torch.float64)) / self.dense_raw
+        return self.dense_raw * (1.0 - calibrated_saving(saving, self.points))
 
     @property
     def dense_raw(self) -> float:
         return float(self.raw(torch.ones(self.cost_model.space.num_channels, dtype=torch.float64)))
 
-    def calibrate(self, keep: torch.Tensor, measured_ratio: float, bounds=(0.25, 4.0)) -> None:
-        """Scale predicted savings so that the prediction at ``keep`` matches a measured
-        pruned/dense latency ratio. Layers timed alone miss whole-model effects (caches, dispatch);
-        the ratio is measured interleaved, so machine-wide drift cancels. Clamped to ``bounds``."""
-        predicted_saving = 1.0 - float(self.raw(keep)) / self.dense_raw
-        if predicted_saving <= 1e-6:
-            return
-        self.scale = min(max((1.0 - measured_ratio) / predicted_saving, bounds[0]), bounds[1])
+    points: tuple = ()   # measured (predicted saving, real saving) pairs, sorted by the former
+
+    def calibrate(self, keep: torch.Tensor, measured_ratio: float) -> None:
+        """Add a measured point: the pruned/dense latency ratio of the sub-network ``keep``,
+        measured interleaved so that machine-wide drift cancels. Layers timed alone miss
+        whole-model effects (caches, dispatch, memory-bound stages), and by how much depends on
+        which layers lose channels, so one global scale fitted at one point oscillated between
+        rounds; a monotone map through every measured point converges like a secant method."""
+        predicted = 1.0 - float(self.raw(keep)) / self.dense_raw
+        real = min(max(1.0 - measured_ratio, 0.0), 0.999)
+        points = dict(self.points)
+        points[predicted] = real
+        self.points = tuple(sorted(points.items()))
+
+
+def calibrated_saving(saving: torch.Tensor, points) -> torch.Tensor:
+    """Piecewise-linear, non-decreasing map of a predicted saving to a real one through (0, 0),
+    the measured ``points`` and (1, 1) (removing everything saves everything). Identity without
+    points. Differentiable (the partition's refill takes marginal costs through it)."""
+    xs, ys = [0.0], [0.0]
+    for x, y in points:
+        if 0.0 < x < 1.0:
+            xs.append(x)
+            ys.append(max(y, ys[-1]))   # measurements can be noisy: keep the map monotone
+    xs.append(1.0)
+    ys.append(1.0)
+    x = torch.as_tensor(xs, dtype=torch.float64)
+    y = torch.as_tensor(ys, dtype=torch.float64)
+    s = saving.to(torch.float64).clamp(0.0, 1.0)
+    i = torch.searchsorted(x, s.detach().reshape(1), right=True).clamp(1, len(xs) - 1)[0]
+    w = (s - x[i - 1]) / (x[i] - x[i - 1])
+    return y[i - 1] + w * (y[i] - y[i - 1])
 
 
 def fit_layer_latency(grid_in: torch.Tensor, grid_out: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -218,12 +241,10 @@ LatencyTable.attach = _attach
 def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int = 3, tolerance: float = 0.02,
                       **partitioner_kw) -> list:
     """Closed-loop calibration: partition at ``target``, prune a copy, measure its real latency
-    against the dense model, and refit the table's savings scale at that point; repeat (each
-    round's partition uses the refitted table) until the prediction is within ``tolerance`` of
-    the measurement, at most ``rounds`` times. Layers timed alone over-predict the savings of a
-    whole model (fixed per-call overheads do not shrink with width), by 30-40% on a small CPU
-    ResNet, so a single bounded refit was not enough. Returns [(predicted ratio, measured
-    ratio)] per round."""
+    against the dense model, and add that point to the table's saving map; repeat (each
+    round's partition uses the map so far) until the prediction is within ``tolerance`` of the
+    measurement, at most ``rounds`` times. Layers timed alone mispredict the savings of a whole
+    model by 30-40% on a small CPU ResNet. Returns [(predicted ratio, measured ratio)] per round."""
     import copy
 
     from .dependency import ChannelSpace
@@ -232,15 +253,14 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
 
     space = table.cost_model.space
     history = []
-    previous_scale = table.scale
     for _ in range(rounds):
         table.attach()
         try:
             part = Partitioner(table.cost_model, "latency", **partitioner_kw).partition(scores_fn(), target)
         except BudgetError:
-            # the last refit (a straight line through one measured point) made the target look
-            # unreachable: it extrapolates badly far from that point, so keep the previous fit
-            table.scale = previous_scale
+            # the last measured point made the target look unreachable (a noisy measurement):
+            # drop it and keep the map of the earlier points
+            table.points = table.points[:-1] if len(table.points) else table.points
             break
         twin = copy.deepcopy(space.model)
         names = dict(twin.named_modules())
@@ -260,7 +280,6 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
             break
         if abs(predicted - ratio) <= tolerance:
             break
-        previous_scale = table.scale
         table.calibrate(part.keep, ratio)
     table.attach()
     return history

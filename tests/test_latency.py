@@ -5,7 +5,7 @@ import torch
 from ocspruner import OCSPruner
 from ocspruner.cost import CostModel
 from ocspruner.dependency import ChannelSpace
-from ocspruner.latency import LatencyTable, fit_layer_latency, layer_latency
+from ocspruner.latency import LatencyTable, calibrated_saving, fit_layer_latency, layer_latency
 from ocspruner.models import create_model
 
 
@@ -44,22 +44,29 @@ def test_measured_tables_are_monotone_and_fitted(table):
     assert bool((coef >= 0).all())
 
 
-def test_calibration_scales_predicted_savings_by_hand(table):
+def test_calibration_maps_predicted_savings_through_measured_points_by_hand(table):
     space = table.cost_model.space
-    keep = torch.ones(space.num_channels, dtype=torch.bool)
-    keep[: space.num_channels // 2] = False
-    # a known table response (timings of a tiny net are all overhead): 10 ms dense, -8 ms at 0 kept
+    n = space.num_channels
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[: n // 2] = False
+    # a known table response: 10 ms dense, -8 ms at 0 kept, linear in the kept fraction
     table.raw = lambda k: torch.tensor(10.0, dtype=torch.float64) - 8.0 * (1 - k.double().mean())
-    raw_ratio = float(table.raw(keep)) / table.dense_raw
-    assert raw_ratio == pytest.approx(0.6)
-    table.calibrate(keep, measured_ratio=1 - 1.2 * (1 - raw_ratio))   # real saving 20% larger
-    assert table.scale == pytest.approx(1.2)
-    assert float(table.evaluate(keep)) / table.dense_raw == pytest.approx(1 - 1.2 * (1 - raw_ratio))
-    full = torch.ones(space.num_channels, dtype=torch.bool)
+    saving = 1 - float(table.raw(keep)) / table.dense_raw
+    assert saving == pytest.approx(0.8 * (n // 2) / n)
+    table.calibrate(keep, measured_ratio=1 - 1.2 * saving)   # the real saving is 20% larger
+    assert table.points == ((pytest.approx(saving), pytest.approx(1.2 * saving)),)
+    assert float(table.evaluate(keep)) / table.dense_raw == pytest.approx(1 - 1.2 * saving)
+    full = torch.ones(n, dtype=torch.bool)
     assert float(table.evaluate(full)) == pytest.approx(table.dense_raw)          # dense point fixed
-    table.calibrate(keep, measured_ratio=-1.0)                                     # absurd: clamped
-    assert table.scale == 4.0
-    table.scale = 1.0
+    # between 0 and the point: the line through the origin; beyond it: the line to (1, 1)
+    assert float(calibrated_saving(torch.tensor(saving / 2), table.points)) == pytest.approx(0.6 * saving)
+    x = (1 + saving) / 2
+    expected = 1.2 * saving + (x - saving) * (1 - 1.2 * saving) / (1 - saving)
+    assert float(calibrated_saving(torch.tensor(x), table.points)) == pytest.approx(expected)
+    # a noisy point below an earlier one cannot make the map decrease
+    bumpy = ((0.2, 0.3), (0.4, 0.25))
+    assert float(calibrated_saving(torch.tensor(0.4), bumpy)) == pytest.approx(0.3)
+    table.points = ()
     del table.raw
 
 
