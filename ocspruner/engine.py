@@ -172,6 +172,7 @@ class OCSPruner:
         if check_structures:
             check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
         self.cost_model = CostModel(self.space)
+        self.latency_table, self.latency_calibration = None, []
         if self.config.metric == "latency":
             from .latency import calibrate_latency
             self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch)
@@ -222,7 +223,8 @@ class OCSPruner:
         if epoch != len(self.history):
             raise ValueError(f"epoch_start(epoch={epoch}) called out of order: expected epoch {len(self.history)} "
                              f"(call it once per epoch, starting at 0, or restore the engine's state_dict)")
-        part = self.partition()
+        scores = self.scores()
+        part = self.partition(scores)
         if self.decision_sync is not None:
             # M_t is decided once (rank 0) for all processes. J, J_avg and the stage rules below
             # are pure functions of the history of M_t, so every process also takes the same
@@ -237,7 +239,9 @@ class OCSPruner:
         self.history.append(part.keep.clone())
         self._update_similarity()
         report = EpochReport(t, self.stage, self.raw[t], self.avg[t], 0.0, part.cost, part.reduction, events=events)
-        report.group_norms = self.group_norm_distribution(part.keep)   # before a prune at t* below
+        # before a prune at t* below; Eq. 2 scores are the group norms already when they rank
+        report.group_norms = self.group_norm_distribution(
+            part.keep, scores if cfg.criterion == "group_l2" else None)
         self.regularizing = False
         in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
         avg = stability.within_phase(self.avg, self.phase_start) if cfg.lr_phase_reset else self.avg
@@ -308,11 +312,13 @@ class OCSPruner:
         """Saliency of every channel at the current weights (Eq. 2 by default)."""
         return self.criterion(dict(self.model.named_parameters()), self.space)
 
-    def partition(self) -> Partition:
-        """M_t: the temporary sub-network at the budget for the current weights (Alg. 1, line 5)."""
+    def partition(self, scores: Optional[torch.Tensor] = None) -> Partition:
+        """M_t: the temporary sub-network at the budget for the current weights (Alg. 1, line 5);
+        ``scores`` are this epoch's saliencies if the caller already has them."""
         if self._model_pruned:
             raise RuntimeError("the model is already pruned; partition() works on the unpruned model only")
-        self.last_partition = self.partitioner.partition(self.scores(), self.config.target)
+        scores = self.scores() if scores is None else scores
+        self.last_partition = self.partitioner.partition(scores, self.config.target)
         return self.last_partition
 
     def masked_model(self, keep: Optional[torch.Tensor] = None) -> nn.Module:
@@ -320,11 +326,13 @@ class OCSPruner:
         keep = keep if keep is not None else self.last_partition.keep
         return masked_copy(self.model, self.space, keep)
 
-    def group_norm_distribution(self, keep: torch.Tensor) -> dict:
+    def group_norm_distribution(self, keep: torch.Tensor, norms: Optional[torch.Tensor] = None) -> dict:
         """Eq. 2 group norms (whatever the ranking criterion) of the channels ``keep`` prunes vs
-        those it keeps, as quantiles (supplement Fig. 5). One saliency pass: milliseconds."""
-        from .importance import group_l2
-        return norm_distribution(group_l2(dict(self.model.named_parameters()), self.space), keep)
+        those it keeps, as quantiles (supplement Fig. 5). ``norms``: Eq. 2 scores already computed."""
+        if norms is None:
+            from .importance import group_l2
+            norms = group_l2(dict(self.model.named_parameters()), self.space)
+        return norm_distribution(norms, keep)
 
     def subnetwork(self, t: int = -1) -> dict[str, frozenset]:
         return self.space.subnetwork(self.history[t])
@@ -425,6 +433,9 @@ class OCSPruner:
             # open questions 2/3 (absent in older states: defaults on load)
             "phase_start": self.phase_start, "phase_lr": -1.0 if self._phase_lr is None else self._phase_lr,
             "steps": self._steps, "steps_last_epoch": self._steps_last_epoch, "adapted": dict(self.adapted),
+            # metric 'latency': the calibration map (the table itself is re-measured on load)
+            "latency_points": torch.tensor(self.latency_table.points, dtype=torch.float64).reshape(-1, 2)
+            if self.latency_table is not None else torch.zeros(0, 2, dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict, optimizers=None) -> None:
@@ -437,9 +448,14 @@ class OCSPruner:
             raise ValueError("the saved pruning state belongs to a different model (its channel groups differ)")
         saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
         self.config = OCSConfig(**saved_cfg).validate()
-        if self.config.metric == "latency" and "latency" not in self.cost_model.dense:
-            self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
-                                                     self.config.latency_batch)
+        if self.config.metric == "latency":
+            if "latency" not in self.cost_model.dense:
+                self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
+                                                         self.config.latency_batch)
+            # the saved calibration, not a new one: the partition must decide as before the stop
+            points = state.get("latency_points")
+            if points is not None and len(points):
+                self.latency_table.points = tuple((float(x), float(y)) for x, y in points.tolist())
         self._configure()
         self.history = [row.bool() for row in state["history"]]
         self.raw = [None if math.isnan(v) else v for v in state["raw"].tolist()]

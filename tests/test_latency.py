@@ -97,3 +97,20 @@ def test_latency_budget_through_the_engine(monkeypatch):
     assert predicted_ratio == pytest.approx(measured_ratio, abs=0.02)
     with pytest.raises(ValueError, match="metric must be"):
         OCSPruner(create_model("tiny_convnet"), torch.randn(1, 3, 16, 16), metric="energy")
+
+
+def test_latency_calibration_is_restored_with_the_engine_state(monkeypatch):
+    """The calibration map is algorithm state: a resumed run partitions as before the stop."""
+    import ocspruner.latency as latency
+
+    monkeypatch.setattr(latency, "_time", _counted_time)
+    kw = dict(target=0.3, metric="latency", latency_batch=8, max_prune_fraction=0.9, round_to=4)
+    first = OCSPruner(create_model("resnet20"), torch.randn(1, 3, 16, 16), **kw)
+    first.latency_table.points = ((0.25, 0.3),)            # a measured point, as calibration adds
+    state = first.state_dict()
+    fresh = OCSPruner(create_model("resnet20"), torch.randn(1, 3, 16, 16), **kw)
+    fresh.latency_table.points = ()
+    fresh.load_state_dict(state)
+    assert fresh.latency_table.points == ((0.25, 0.3),)
+    flops_state = OCSPruner(create_model("tiny_convnet"), torch.randn(1, 3, 16, 16)).state_dict()
+    assert flops_state["latency_points"].shape == (0, 2)
