@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .dependency import _CONV, _CONV_T, _NORM, ChannelSpace, _as_tuple
+from .dependency import _CONV, _CONV_T, _NORM, ChannelSpace, _as_tuple, _is_depthwise
 
 
 class CostModel:
@@ -107,8 +107,7 @@ class CostModel:
                 spatial = math.prod(out_shape[2:]) * out_shape[0] / batch
                 kk = math.prod(mod.kernel_size)
                 out_seg = self._layer_segment(mod, "out", mod.out_channels)
-                depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-                if depthwise:  # groups shrink with the channels: C_in/groups stays 1
+                if _is_depthwise(mod):  # groups shrink with the channels: C_in/groups stays 1
                     self._add("flops", name, spatial * kk, out_seg)
                 else:
                     in_seg = self._layer_segment(mod, "in", mod.in_channels)

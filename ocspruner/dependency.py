@@ -278,8 +278,7 @@ class ChannelSpace:
             return [(f"{mname}.{attr}" if mname else attr, dim, is_weight, where)] if isinstance(p, nn.Parameter) else []
 
         if isinstance(module, _CONV):
-            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-            if is_out or depthwise:
+            if is_out or _is_depthwise(module):
                 return entry("weight", 0) + entry("bias", 0, False)
             if module.groups > 1:   # weight column c % (C_in / groups) serves input channel c
                 per_group = module.in_channels // module.groups
@@ -429,10 +428,14 @@ def _equal_blocks(module) -> int:
     return 1
 
 
+def _is_depthwise(module) -> bool:
+    """A depthwise convolution: one group per channel, so its input and output widths move together."""
+    return isinstance(module, _CONV) and module.groups > 1 and module.groups == module.in_channels == module.out_channels
+
+
 def _is_grouped_conv(module) -> bool:
     """A convolution with 1 < groups that is not depthwise (ResNeXt, RegNet)."""
-    return isinstance(module, _CONV) and module.groups > 1 and not (
-        module.groups == module.in_channels == module.out_channels)
+    return isinstance(module, _CONV) and module.groups > 1 and not _is_depthwise(module)
 
 
 def _unique_first(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .cost import CostModel
-from .dependency import _CONV, _NORM, _as_tuple
+from .dependency import _CONV, _NORM, _as_tuple, _is_depthwise, _is_grouped_conv
 
 FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -54,7 +54,7 @@ def measure_model(model: nn.Module, example_inputs, repeats: int = 10) -> float:
 def _layer_at(module: nn.Module, c_in: int, c_out: int) -> nn.Module:
     """A fresh layer like ``module`` with the given channel widths (weights are irrelevant)."""
     if isinstance(module, _CONV):
-        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        depthwise = _is_depthwise(module)
         groups = c_out if depthwise else module.groups
         cin = c_out if depthwise else c_in
         return type(module)(cin, c_out, module.kernel_size, module.stride, module.padding, module.dilation,
@@ -95,7 +95,7 @@ class LatencyTable:
         finally:
             for h in handles:
                 h.remove()
-        self.entries = []   # (name, in_segment, out_segment, grid_in, grid_out, table, is_norm)
+        self.entries = []   # (name, in_segment, out_segment, grid_in, grid_out, table, is_norm, fit)
         for mod, shape in shapes.items():
             name = space.module_names.get(mod, type(mod).__name__)
             if isinstance(mod, _CONV):
@@ -108,12 +108,11 @@ class LatencyTable:
                     (int(mod.normalized_shape[-1]) if isinstance(mod, nn.LayerNorm) else mod.num_features)
                 c_in, channel_dim = c_out, (len(shape) - 1 if isinstance(mod, nn.LayerNorm) else 1)
             # a grouped conv keeps whole groups' worth of channels: grid widths are multiples of groups
-            g = mod.groups if isinstance(mod, _CONV) and c_in != mod.groups else 1
+            g = mod.groups if _is_grouped_conv(mod) else 1
             grid_in = sorted({max(g, g * round(f * c_in / g)) for f in fractions})
             grid_out = sorted({max(g, g * round(f * c_out / g)) for f in fractions})
             norm = isinstance(mod, _NORM)
-            depthwise = isinstance(mod, _CONV) and mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-            single_axis = norm or depthwise
+            single_axis = norm or _is_depthwise(mod)
             if single_axis:
                 grid_in = [c_in]
             table = torch.zeros(len(grid_in), len(grid_out), dtype=torch.float64)

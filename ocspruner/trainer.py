@@ -127,7 +127,7 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
         self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints,
                                       create=self.dist.is_main)
-        self._ddp, self._ddp_key = None, None   # the training forward's wrapper (DDP, compile)
+        self._train_net, self._train_net_key = None, None   # the training forward's wrapper (DDP and/or torch.compile)
         self.compilations = 0
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": None}
@@ -157,14 +157,14 @@ class Trainer:
         if not self.dist.enabled and not self.cfg.compile:
             return self.model
         key = [(id(p), tuple(p.shape)) for p in self.model.parameters()]
-        if self._ddp is None or key != self._ddp_key:
-            self._ddp = None
+        if self._train_net is None or key != self._train_net_key:
+            self._train_net = None
             net = distributed.wrap(self.model, self.device) if self.dist.enabled else self.model
             if self.cfg.compile:   # compiled again after a prune: the graph was traced at the old widths
                 net = torch.compile(net, backend=self.cfg.compile)
                 self.compilations += 1
-            self._ddp, self._ddp_key = net, key
-        return self._ddp
+            self._train_net, self._train_net_key = net, key
+        return self._train_net
 
     # -- one epoch --------------------------------------------------------------------------
     def _autocast(self):
