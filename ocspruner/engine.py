@@ -33,12 +33,14 @@ from . import stability
 from .cost import CostModel
 from .dependency import ChannelSpace
 from .importance import get_criterion
-from .partition import BudgetError, Partition, Partitioner
+from .clock import CLOCKS
+from .partition import STRATEGIES, BudgetError, Partition, Partitioner
 from .regularizer import GroupRegularizer
 from .schedule import adaptive_lambda0, growing_lambda, shrink_factor
 from .surgery import check_prunable, masked_copy, prune_to
 
 SEARCH, SPARSITY, PRUNED = "search", "sparsity", "pruned"
+LATENCY_METRICS = ("latency", "train_latency")   # measured on this device (latency.py)
 STATE_VERSION = 1
 
 
@@ -48,8 +50,12 @@ class OCSConfig:
     automatic t_sl-start) unless stated."""
 
     target: float = 0.5                 # fraction of the metric to remove (alpha of Eq. 1 is 1 - target)
-    metric: str = "flops"               # "flops", "params" or "latency" (measured on this device)
+    metric: str = "flops"               # "flops", "params", "latency" (inference, measured on this
+                                        # device) or "train_latency" (forward + backward, measured)
+    partition: str = "ranking"          # "ranking": the paper's global saliency order (Alg. 1);
+                                        # "knapsack": saliency per unit of the metric's marginal cost
     latency_batch: Optional[int] = None # batch size the latency table is measured at (None: the example's)
+    latency_clock: str = "auto"         # clock of the latency table: auto, thread_cpu, process_cpu, wall
     criterion: str = "group_l2"         # saliency, Eq. 2 by default
     # stability, Eq. 3-6
     window: int = 3                     # r of Eq. 4
@@ -103,8 +109,12 @@ class OCSConfig:
                 bad(f"{name} must be a non-negative integer or None, got {v!r}")
         if self.lambda_mode not in ("linear", "quadratic"):
             bad(f"lambda_mode must be 'linear' or 'quadratic', got {self.lambda_mode!r}")
-        if self.metric not in ("flops", "params", "latency"):
-            bad(f"metric must be 'flops', 'params' or 'latency', got {self.metric!r}")
+        if self.metric not in ("flops", "params", "latency", "train_latency"):
+            bad(f"metric must be 'flops', 'params', 'latency' or 'train_latency', got {self.metric!r}")
+        if self.partition not in STRATEGIES:
+            bad(f"partition must be one of {list(STRATEGIES)} (knapsack: cost-aware), got {self.partition!r}")
+        if self.latency_clock not in CLOCKS:
+            bad(f"latency_clock must be one of {list(CLOCKS)}, got {self.latency_clock!r}")
         for name in ("adaptive_tau_ratio", "adaptive_eps_ratio"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
@@ -173,12 +183,14 @@ class OCSPruner:
             check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
         self.cost_model = CostModel(self.space)
         self.latency_table, self.latency_calibration = None, []
-        if self.config.metric == "latency":
+        if self.config.metric in LATENCY_METRICS:
             from .latency import calibrate_latency
-            self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch)
+            self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch,
+                                                     self.config.metric, self.config.latency_clock)
             self.latency_calibration = calibrate_latency(
                 self.latency_table, self.scores, self.config.target,
-                max_prune_fraction=self.config.max_prune_fraction, round_to=self.config.round_to)
+                max_prune_fraction=self.config.max_prune_fraction, round_to=self.config.round_to,
+                strategy=self.config.partition)
         self._configure()
         self.partitioner.check_target(self.config.target)   # unreachable budgets fail here
         self.regularizer = GroupRegularizer(self.space)
@@ -204,7 +216,8 @@ class OCSPruner:
     def _configure(self) -> None:
         """Objects derived from the config (at construction and when a state is restored)."""
         cfg = self.config
-        self.partitioner = Partitioner(self.cost_model, cfg.metric, cfg.max_prune_fraction, cfg.round_to)
+        self.partitioner = Partitioner(self.cost_model, cfg.metric, cfg.max_prune_fraction, cfg.round_to,
+                                       cfg.partition)
         self.criterion = get_criterion(cfg.criterion)
         self._weights = self.space.layer_weights() if cfg.per_layer_average else None
         self._lag = cfg.sl_start_lag if cfg.sl_start_lag is not None else cfg.window
@@ -448,10 +461,11 @@ class OCSPruner:
             raise ValueError("the saved pruning state belongs to a different model (its channel groups differ)")
         saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
         self.config = OCSConfig(**saved_cfg).validate()
-        if self.config.metric == "latency":
-            if "latency" not in self.cost_model.dense:
+        if self.config.metric in LATENCY_METRICS:
+            if self.config.metric not in self.cost_model.dense:
                 self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
-                                                         self.config.latency_batch)
+                                                         self.config.latency_batch, self.config.metric,
+                                                         self.config.latency_clock)
             # the saved calibration, not a new one: the partition must decide as before the stop
             points = state.get("latency_points")
             if points is not None and len(points):
@@ -478,15 +492,17 @@ class OCSPruner:
             self.regularizer.set_pruned(self.model, ~self.history[-1])
 
 
-def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[int]):
-    """Measure the per-layer latency table at ``batch`` (default: the example's) and register the
-    ``"latency"`` metric on the cost model."""
+def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[int], metric: str = "latency",
+                        clock: str = "auto"):
+    """Measure the per-layer latency table at ``batch`` (default: the example's) and register
+    ``metric`` (``"latency"``: inference; ``"train_latency"``: forward + backward) on the cost
+    model."""
     from .latency import LatencyTable
 
     ex = example_inputs
     if batch is not None and isinstance(ex, torch.Tensor):
         ex = ex[:1].expand(batch, *ex.shape[1:]).contiguous()
-    table = LatencyTable(cost_model, ex)
+    table = LatencyTable(cost_model, ex, mode="train" if metric == "train_latency" else "inference", clock=clock)
     table.attach()
     return table
 

@@ -11,44 +11,101 @@ by 30 points. The model's latency is the sum plus the part no layer accounts for
 additions, pooling), measured once as dense model time minus the fitted dense sum and scaled with
 the kept share of normalisation-layer time, a proxy for activation size. Everything is written in
 torch, so marginal costs for the partition's refill step come from one backward pass.
+
+Two things can be timed (``mode``): an inference forward (metric ``"latency"``) or a training
+step's forward + backward (metric ``"train_latency"``): what makes a one-cycle run cheaper than
+dense training is the pruned network's *training* step. Every timing uses one clock
+(``clock.py``): by default per-thread CPU time on one CPU thread and process CPU time on several,
+which other processes on a shared machine cannot inflate the way they inflate wall time.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
+from .clock import DESCRIPTIONS, clock_function, resolve_clock
 from .cost import CostModel
 from .dependency import _CONV, _NORM, _as_tuple, _is_depthwise, _is_grouped_conv
 
 FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+MODES = ("inference", "train")   # what is timed: a forward, or a training step's forward + backward
 
 
-def _time(fn, repeats: int, warmup: int = 2) -> float:
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
+def _time(fn, repeats: int, warmup: int = 2, timer: Callable[[], float] = time.perf_counter) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = timer()
+        fn()
+        ts.append(timer() - t)
     # the lower quartile: interference from other processes only ever adds time, so the low
     # end of the distribution is the most repeatable estimate of the op's own cost
     return sorted(ts)[len(ts) // 4]
 
 
-def measure_model(model: nn.Module, example_inputs, repeats: int = 10) -> float:
-    """Median forward time of the whole model in eval mode (seconds)."""
-    was = model.training
-    model.eval()
-    try:
-        return _time(lambda: model(*_as_tuple(example_inputs)), repeats)
-    finally:
-        model.train(was)
+def step_function(model: nn.Module, example_inputs, mode: str = "inference") -> Callable[[], object]:
+    """One call of what a latency metric times: an inference forward (eval mode, no autograd) or
+    a training step's forward + backward (train mode; gradients are returned by autograd.grad, not
+    accumulated into ``.grad``). Put the model in the right mode and grad state around it with
+    :func:`timing_mode`."""
+    inputs = _as_tuple(example_inputs)
+    if mode == "inference":
+        return lambda: model(*inputs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = model(*inputs)
+    grad_out = torch.randn_like(out)
+    return lambda: torch.autograd.grad(model(*inputs), params, grad_out)
+
+
+class timing_mode:
+    """Context for timing ``model`` in ``mode``: eval + no_grad for inference; train mode with
+    autograd for a training step, and the BatchNorm running statistics (which a train-mode
+    forward updates) restored afterwards, so that timing leaves the model as it was."""
+
+    def __init__(self, model: nn.Module, mode: str):
+        if mode not in MODES:
+            raise ValueError(f"unknown timing mode {mode!r}; use one of {list(MODES)}")
+        self.model, self.mode = model, mode
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.grad = torch.is_grad_enabled()
+        if self.mode == "train":
+            self.buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+            self.model.train()
+            torch.set_grad_enabled(True)
+        else:
+            self.model.eval()
+            torch.set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        if self.mode == "train":
+            with torch.no_grad():
+                for k, v in self.model.named_buffers():
+                    v.copy_(self.buffers[k])
+        self.model.train(self.was_training)
+        torch.set_grad_enabled(self.grad)
+        return False
+
+
+def measure_model(model: nn.Module, example_inputs, repeats: int = 10, mode: str = "inference",
+                  clock: str = "wall") -> float:
+    """Lower-quartile time (seconds, by the concrete ``clock``) of one inference forward or one
+    training forward + backward of the whole model; the model is left as it was."""
+    with timing_mode(model, mode):
+        return _time(step_function(model, example_inputs, mode), repeats, timer=clock_function(clock))
+
+
+def _layer_step(layer: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    params = list(layer.parameters())
+    grad_out = torch.randn_like(layer(x))
+    return lambda: torch.autograd.grad(layer(x), [x] + params, grad_out)
 
 
 def _layer_at(module: nn.Module, c_in: int, c_out: int) -> nn.Module:
@@ -76,12 +133,18 @@ class LatencyTable:
     """
 
     def __init__(self, cost_model: CostModel, example_inputs, repeats: int = 5, fractions=FRACTIONS,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, mode: str = "inference", clock: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"unknown latency mode {mode!r}; use one of {list(MODES)}")
         self.cost_model = cost_model
         self.example_inputs = example_inputs
+        self.mode = mode
         space = cost_model.space
         model = space.model
         self.device = device or next(model.parameters()).device
+        self.clock = resolve_clock(clock, str(self.device))
+        self.clock_description = DESCRIPTIONS[self.clock]
+        timer = clock_function(self.clock)
         shapes: dict[nn.Module, tuple] = {}
 
         def hook(mod, inputs, out):
@@ -91,7 +154,7 @@ class LatencyTable:
         handles = [m.register_forward_hook(hook) for m in model.modules()
                    if isinstance(m, _CONV + (nn.Linear,) + _NORM)]
         try:
-            self.dense_model_time = measure_model(model, example_inputs, repeats=max(repeats, 5))
+            self.dense_model_time = measure_model(model, example_inputs, max(repeats, 5), mode, self.clock)
         finally:
             for h in handles:
                 h.remove()
@@ -122,7 +185,13 @@ class LatencyTable:
                     s = list(shape)
                     s[channel_dim] = co if single_axis else ci
                     x = torch.randn(*s, device=self.device)
-                    table[i, j] = _time(lambda: layer(x), repeats)
+                    with timing_mode(layer, mode):
+                        if mode == "train":   # the layer's share of a training step: forward + backward
+                            x.requires_grad_(True)
+                            fn = _layer_step(layer, x)
+                        else:
+                            fn = (lambda lay, inp: (lambda: lay(inp)))(layer, x)
+                        table[i, j] = _time(fn, repeats, timer=timer)
             # a narrower layer is never slower than a wider one: an outlier cell (a timing hit by
             # another process) is replaced by the fastest time of any wider configuration
             table = table.flip(0, 1).cummin(0).values.cummin(1).values.flip(0, 1)
@@ -166,6 +235,10 @@ class LatencyTable:
         return float(self.raw(torch.ones(self.cost_model.space.num_channels, dtype=torch.float64)))
 
     points: tuple = ()   # measured (predicted saving, real saving) pairs, sorted by the former
+
+    @property
+    def metric(self) -> str:
+        return "train_latency" if self.mode == "train" else "latency"
 
     def calibrate(self, keep: torch.Tensor, measured_ratio: float) -> None:
         """Add a measured point: the pruned/dense latency ratio of the sub-network ``keep``,
@@ -230,8 +303,8 @@ def layer_latency(coef: torch.Tensor, c_in: Optional[torch.Tensor], c_out: torch
 
 
 def _attach(self) -> None:
-    """Make ``"latency"`` a metric of the cost model (budget, reports)."""
-    self.cost_model.register_metric("latency", self.evaluate)
+    """Make ``"latency"`` (or ``"train_latency"``) a metric of the cost model (budget, reports)."""
+    self.cost_model.register_metric(self.metric, self.evaluate)
 
 
 LatencyTable.attach = _attach
@@ -255,7 +328,7 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
     for _ in range(rounds):
         table.attach()
         try:
-            part = Partitioner(table.cost_model, "latency", **partitioner_kw).partition(scores_fn(), target)
+            part = Partitioner(table.cost_model, table.metric, **partitioner_kw).partition(scores_fn(), target)
         except BudgetError:
             # the last measured point made the target look unreachable (a noisy measurement):
             # drop it and keep the map of the earlier points
@@ -266,19 +339,27 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
         ignored = [names[space.module_names[m]] for m in space.ignored_layers if m in space.module_names]
         twin_space = ChannelSpace(twin, space.example_inputs, ignored, ignore_output_layer=False)
         prune_to(twin, twin_space, part.keep)
-        ratios = []
-        for _ in range(5):   # interleaved, so that drift of the machine cancels in the ratio
-            dense = measure_model(space.model, table.example_inputs, repeats=5)
-            pruned = measure_model(twin, table.example_inputs, repeats=5)
-            ratios.append(pruned / dense)
-        ratios.sort()
-        ratio = statistics.median(ratios)
+        ratio, spread = measure_ratio(space.model, twin, table.example_inputs, table.mode, table.clock)
         predicted = float(table.evaluate(part.keep)) / table.dense_raw
         history.append((predicted, ratio))
-        if ratios[3] - ratios[1] > 0.1 * ratio:   # interquartile spread: too noisy to learn from
+        if spread > 0.1 * ratio:   # interquartile spread: too noisy to learn from
             break
         if abs(predicted - ratio) <= tolerance:
             break
         table.calibrate(part.keep, ratio)
     table.attach()
     return history
+
+
+def measure_ratio(reference: nn.Module, model: nn.Module, example_inputs, mode: str = "inference",
+                  clock: str = "wall", rounds: int = 7, repeats: int = 5) -> tuple[float, float]:
+    """``model``'s time over ``reference``'s (median of ``rounds`` interleaved measurements, so
+    that drift of the machine cancels in each ratio) and the interquartile spread of the ratios."""
+    ratios = []
+    for r in range(rounds):
+        pair = (reference, model) if r % 2 == 0 else (model, reference)
+        t = {id(m): measure_model(m, example_inputs, repeats, mode, clock) for m in pair}
+        ratios.append(t[id(model)] / t[id(reference)])
+    ratios.sort()
+    q = len(ratios) // 4
+    return statistics.median(ratios), ratios[-1 - q] - ratios[q]

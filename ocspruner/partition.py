@@ -1,9 +1,21 @@
 """Global partition of channels at a budget (paper Eq. 1 and Algorithm 1, line 5).
 
-Channels of all groups are ranked globally by saliency; the least salient are removed first until
-the analytic cost (``cost.py``) falls to the budget. The number of removed channels is found by
-binary search; every probe is one evaluation of the cost model on a flat keep vector, so a
-ResNet-50 partition takes milliseconds (the reference deep-copies and prunes the model per probe).
+Two strategies decide the global removal order; everything after it is shared:
+
+* ``ranking`` (the paper's Algorithm 1, the default): channels of all groups are ranked by
+  saliency alone; the least salient are removed first until the cost falls to the budget.
+* ``knapsack`` (cost-aware, after the idea of HALP's latency-saliency knapsack): keep the set that
+  maximises the total saliency kept under the budget. Greedily, a channel's priority is its
+  saliency per unit of cost it saves (its marginal cost), and the lowest priority goes first.
+  Marginal costs change as channels go (a conv's FLOPs are bilinear in its input and output
+  widths), so they are re-taken every round while the greedy closes half the remaining gap at a
+  time (:func:`knapsack_order`). Within a group, all channels share one marginal cost, so the
+  knapsack decides *how many* channels each group keeps and saliency still decides *which*.
+
+The number of removed channels is then found by binary search on a prefix of that order; every
+probe is one evaluation of the cost model on a flat keep vector, so a ResNet-50 partition takes
+milliseconds (the reference deep-copies and prunes the model per probe). Leftover budget is
+refilled with the highest-priority removed channels that still fit.
 """
 from __future__ import annotations
 
@@ -14,6 +26,8 @@ from typing import Mapping, Union
 import torch
 
 from .cost import CostModel
+
+STRATEGIES = ("ranking", "knapsack")
 
 
 class BudgetError(ValueError):
@@ -43,10 +57,16 @@ class Partitioner:
             groups or a mapping group key -> fraction (missing keys use 1.0).
         round_to: a pruned group keeps a multiple of ``round_to`` channels (hardware-friendly
             widths); an unpruned group keeps its original width.
+        strategy: ``"ranking"`` (saliency order, the paper's) or ``"knapsack"`` (saliency per
+            unit of marginal cost of the budget metric).
     """
 
     def __init__(self, cost_model: CostModel, metric: str = "flops",
-                 max_prune_fraction: Union[float, Mapping[str, float]] = 1.0, round_to: int = 1):
+                 max_prune_fraction: Union[float, Mapping[str, float]] = 1.0, round_to: int = 1,
+                 strategy: str = "ranking"):
+        if strategy not in STRATEGIES:
+            raise BudgetError(f"unknown partition {strategy!r}; use one of {list(STRATEGIES)}")
+        self.strategy = strategy
         if metric not in cost_model.dense:
             raise BudgetError(f"unknown budget metric {metric!r}; use one of {sorted(cost_model.dense)}")
         if int(round_to) < 1:
@@ -72,6 +92,9 @@ class Partitioner:
         min_keep = torch.clamp(self.multiple, max=self.sizes)
         self.caps = torch.minimum(caps, self.sizes - torch.clamp(min_keep, min=1))  # >= 1 channel kept
         self.dense_cost = cost_model.dense[metric]
+        # knapsack value = score x |g| (parameter sets of the channel's group): see the module doc
+        self.value_scale = torch.tensor([float(max(1, len(g.weight_slices))) for g in space.groups],
+                                        dtype=torch.float64)[self.group_of]
 
     # ------------------------------------------------------------------------------------------
     def max_reduction(self) -> float:
@@ -92,7 +115,8 @@ class Partitioner:
 
     def partition(self, scores: torch.Tensor, reduction: float) -> Partition:
         """Keep mask removing at least ``reduction`` of the dense cost with the fewest removals
-        in global saliency order (lowest scores go first)."""
+        in the strategy's global order (lowest saliency, or lowest saliency per unit of cost,
+        goes first)."""
         self.check_target(reduction)
         scores = scores.detach().to(torch.float64).cpu()
         n = self.group_of.numel()
@@ -105,8 +129,12 @@ class Partitioner:
         within[order] = torch.arange(n) - self.offsets[self.group_of[order]]
         eligible = within < self.caps[self.group_of]
         cand = torch.nonzero(eligible).flatten()
-        global_order = cand[torch.argsort(scores[cand], stable=True)]
         target = (1.0 - reduction) * self.dense_cost
+        if self.strategy == "knapsack":
+            global_order = knapsack_order(scores * self.value_scale, within, cand, target, self._evaluate,
+                                          self._marginal)
+        else:
+            global_order = cand[torch.argsort(scores[cand], stable=True)]
 
         def keep_for(k: int) -> tuple[torch.Tensor, float]:
             counts = torch.bincount(self.group_of[global_order[:k]], minlength=len(self.sizes))
@@ -128,8 +156,16 @@ class Partitioner:
         refillable = global_order[:k][self.multiple[self.group_of[global_order[:k]]] == 1]
         keep, cost = self._restore(keep, cost, target, refillable)
         if bool((self.multiple > 1).any()):   # ... and whole multiples elsewhere
-            keep, cost = self._restore_blocks(keep, cost, target, scores)
+            value = scores if self.strategy == "ranking" else \
+                scores * self.value_scale / self._marginal(keep).clamp_min(_TINY)   # knapsack: value per cost
+            keep, cost = self._restore_blocks(keep, cost, target, value)
         return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
+
+    def _evaluate(self, keep: torch.Tensor) -> float:
+        return float(self.cost_model.evaluate(keep, self.metric))
+
+    def _marginal(self, keep: torch.Tensor) -> torch.Tensor:
+        return self.cost_model.marginal_costs(keep, self.metric).detach()
 
     def _restore(self, keep: torch.Tensor, cost: float, target: float,
                  removed: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -162,8 +198,8 @@ class Partitioner:
     def _restore_blocks(self, keep: torch.Tensor, cost: float, target: float,
                         scores: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The refill for groups whose kept width must stay a multiple m > 1 (round_to, GroupNorm,
-        heads): removed channels go back m at a time, the most salient block first (by mean
-        score), whenever the exact cost stays within the budget. Without it, one coarse step of
+        heads): removed channels go back m at a time, the most valuable block first (by mean
+        ``scores``: saliency, or saliency per unit of cost for the knapsack), whenever the exact cost stays within the budget. Without it, one coarse step of
         the prefix search can overshoot a 50% target by 15 points on a small ResNet."""
         blocks = []
         for gi, g in enumerate(self.cost_model.space.groups):
@@ -200,3 +236,48 @@ class Partitioner:
             rounded = torch.minimum(self.sizes, ((kept + r - 1) // r) * r)
             kept = torch.where(removed > 0, rounded, self.sizes)
         return within >= (self.sizes - kept)[self.group_of]
+
+
+_TINY = 1e-30
+
+
+def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch.Tensor, target: float,
+                   evaluate, marginal, close: float = 0.5, max_rounds: int = 64) -> torch.Tensor:
+    """Removal order of ``candidates`` (channel ids) for the cost-aware partition: a greedy
+    knapsack that maximises the saliency kept under the budget ``target``.
+
+    Each round takes the marginal costs ``marginal(keep)`` (the first-order saving of removing
+    each channel at the current sub-network), ranks the remaining candidates by ``score / cost``
+    and removes the lowest-priority ones whose first-order savings add up to ``close`` of the
+    remaining gap (at least one). Rounds repeat until the exact cost ``evaluate(keep)`` meets
+    the target; the channels left over follow in the last round's priority order, so the caller's
+    prefix search can still place the cut exactly. Within a group the channels go in saliency
+    order (``within``: rank in the group), because they share one marginal cost.
+
+    Pure in its inputs: ``evaluate(keep) -> float`` and ``marginal(keep) -> tensor`` are the
+    cost model's. Each round is one backward pass through the cost model, and the gap shrinks
+    geometrically, so a call costs a few dozen evaluations (milliseconds on a ResNet-56).
+    """
+    n = scores.numel()
+    keep = torch.ones(n, dtype=torch.bool)
+    remaining = candidates[torch.argsort(within[candidates], stable=True)]   # lowest rank first
+    order: list[torch.Tensor] = []
+    for _ in range(max_rounds):
+        cost = evaluate(keep)
+        if cost <= target * (1 + 1e-12) or len(remaining) == 0:
+            break
+        m = marginal(keep)[remaining].clamp_min(_TINY)
+        priority = scores[remaining] / m
+        # a channel ranked below another of its group must not go after it: priorities are
+        # equal-cost within a group, so sorting (priority, within-rank) keeps the group's order
+        idx = torch.argsort(priority, stable=True)
+        ranked = remaining[idx]
+        savings = torch.cumsum(m[idx], 0)
+        take = max(1, int(torch.searchsorted(savings, close * (cost - target), right=True)))
+        order.append(ranked[:take])
+        keep[ranked[:take]] = False
+        remaining = ranked[take:]
+    if len(remaining):
+        m = marginal(keep)[remaining].clamp_min(_TINY)
+        order.append(remaining[torch.argsort(scores[remaining] / m, stable=True)])
+    return torch.cat(order) if order else candidates[:0]

@@ -70,11 +70,12 @@ def test_calibration_maps_predicted_savings_through_measured_points_by_hand(tabl
     del table.raw
 
 
-def _counted_time(fn, repeats, warmup=2):
-    """A deterministic clock for tests: 1 ns per FLOP plus 10 us per call (no wall time)."""
+def _counted_time(fn, repeats, warmup=2, timer=None):
+    """A deterministic clock for tests: 1 ns per FLOP plus 10 us per call (no wall time).
+    ``fn`` runs in the caller's grad mode (a training step needs autograd)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:
         fn()
     return 1e-9 * counter.get_total_flops() + 1e-5
 
