@@ -23,14 +23,13 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .groupwalk import WalkGroup, all_groups
+from .tp_graph import UnsupportedModelError, build_graph, library_boundary
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-
-
-class UnsupportedModelError(ValueError):
-    """A structure the engine cannot prune; the message names the module and the fix."""
 
 
 @dataclass
@@ -71,6 +70,9 @@ class ChannelGroup:
     # positions, so group channel j is the aligned set {j + b * size : b < B} of root channels.
     blocks: int = 1
     heads_of: Optional[nn.Module] = field(default=None, repr=False)   # attention whose heads these are
+    # The walk that found the group (every coupled node and position, see groupwalk.py); unit u
+    # of the group is the set of root channels walk.units[u] (aligned blocks, shuffle partners).
+    walk: Optional[WalkGroup] = field(default=None, repr=False)
 
     @property
     def weight_slices(self) -> list[ParamSlice]:
@@ -134,10 +136,7 @@ class ChannelSpace:
             # qkv-style attention: heads are pruned as whole units by our own group (DepGraph
             # cannot see through the head reshape); the qkv projection is no DepGraph root
             self.attention = [(n, m) for n, m in find_qkv_attention(model) if m.qkv not in ignored]
-            self.graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_inputs, unwrapped_parameters=unwrapped_parameters,
-                verbose=False)
-            _repair_split_nodes(self.graph)
+            self.graph = build_graph(model, example_inputs, unwrapped_parameters)
         finally:
             model.train(was_training)
         self.ignored_layers = ignored
@@ -148,9 +147,10 @@ class ChannelSpace:
         self.layer_maps: dict[tuple[nn.Module, str], tuple[torch.Tensor, torch.Tensor]] = {}
         offset = 0
         tp_ignored = ignored + [m.qkv for _, m in self.attention]
-        for tp_group in self.graph.get_all_groups(ignored_layers=tp_ignored,
-                                                  root_module_types=_CONV + _CONV_T + (nn.Linear,)):
-            group = self._convert(tp_group, offset)
+        with library_boundary(model, "building the pruning groups"):
+            found = all_groups(self.graph, tp_ignored, _CONV + _CONV_T + (nn.Linear,), _equal_blocks)
+        for root, handler, walk in found:
+            group = self._convert(root, handler, walk, offset)
             if group is None:
                 continue
             self.groups.append(group)
@@ -167,59 +167,47 @@ class ChannelSpace:
                                         "give every module a unique name")
 
     # -- building ---------------------------------------------------------------------------
-    def _convert(self, tp_group, offset: int) -> Optional[ChannelGroup]:
-        root_dep = tp_group[0].dep
-        root = root_dep.target.module
+    def _convert(self, root: nn.Module, root_handler, walk: WalkGroup, offset: int) -> Optional[ChannelGroup]:
+        """One walk (groupwalk.py) as a ChannelGroup: channel u of the group is unit u of the walk
+        (a root channel, or root channels that can only go together)."""
         key = self.module_names[root]
-        size = len(tp_group[0].idxs)
+        size = len(walk.units)
         if size <= 1:
-            return None  # a single channel can never be pruned (at least one is kept)
+            return None  # a single unit can never be pruned (at least one is kept)
+        unit_of = walk.unit_of_root
         merged: dict[tuple[str, int], dict[int, int]] = {}
         weight_flags: dict[tuple[str, int], bool] = {}
         layers: list[str] = []
         entries: list[tuple[nn.Module, str, list[int], list[int]]] = []
-        norm_groups, blocks = [], 1
-        for item in tp_group.items:
+        norm_groups = []
+        for item in walk.items:
             module, handler = item.dep.target.module, item.dep.handler
             is_out = self.graph.is_out_channel_pruning_fn(handler)
-            local = [int(i) for i in item.idxs]
-            roots = [int(i) for i in item.root_idxs]
+            pairs = [(p, unit_of[r]) for p, r in zip(item.idxs, item.root_idxs) if r is not None]
+            local, units = [p for p, _ in pairs], [u for _, u in pairs]
             for pname, dim, is_weight, where in self._param_dims(module, is_out, item.dep):
                 slot = merged.setdefault((pname, dim), {})
-                for pos, ch in zip(local, roots):
+                for pos, u in pairs:
                     for q in where(pos):
-                        slot.setdefault(q, ch)
+                        slot.setdefault(q, u)
                 weight_flags[(pname, dim)] = is_weight
-            n_blocks = _equal_blocks(module)
-            if n_blocks > 1:
-                # heads / conv groups / chunks must lose the same positions: aligned units
-                if local != roots or sorted(local) != list(range(size)):
-                    raise UnsupportedModelError(
-                        f"'{self.module_names.get(module, module)}' ({type(module).__name__}) needs the same channels removed "
-                        f"from each of its {n_blocks} heads/groups, but its channels mix several groups (concat or "
-                        f"split before it); pass it in ignored_layers")
-                blocks = math.lcm(blocks, n_blocks)
             if isinstance(module, nn.Module) and isinstance(module, _CONV + _CONV_T + (nn.Linear,) + _NORM
                                                             + (nn.MultiheadAttention,)):
                 entries.append((module, "out" if is_out or isinstance(module, nn.MultiheadAttention) else "in",
-                                local, roots))
+                                local, units))
                 if is_out and isinstance(module, _CONV + _CONV_T + (nn.Linear,)):
                     layers.append(self.module_names[module])
                 if isinstance(module, nn.GroupNorm):   # GroupNorm needs C % num_groups == 0
                     norm_groups.append(module.num_groups)
-        unit = size
-        if blocks > 1:
-            if size % blocks:
-                raise UnsupportedModelError(f"group '{key}' has {size} channels, not divisible into {blocks} "
-                                            f"equal heads/groups; pass '{key}' in ignored_layers")
-            unit = size // blocks
+        per_unit = {len(u) for u in walk.units}
+        blocks = per_unit.pop() if len(per_unit) == 1 else 1   # root channels per unit, when uniform
         # kept channels = kept units * blocks must be a multiple of every GroupNorm's num_groups
         step = 1
         for g in norm_groups:
             step = math.lcm(step, g // math.gcd(g, blocks))
-        for module, role, local, roots in entries:
+        for module, role, local, units in entries:
             pos = torch.tensor(local, dtype=torch.long)
-            ids = torch.tensor(roots, dtype=torch.long) % unit + offset
+            ids = torch.tensor(units, dtype=torch.long) + offset
             prev = self.layer_maps.get((module, role))
             if prev is not None:  # the same layer reached twice (e.g. depthwise in/out): merge
                 pos, ids = torch.cat([prev[0], pos]), torch.cat([prev[1], ids])
@@ -229,12 +217,12 @@ class ChannelSpace:
         slices = []
         for (pname, dim), pos_to_ch in merged.items():
             pos = torch.tensor(sorted(pos_to_ch), dtype=torch.long)
-            ch = torch.tensor([pos_to_ch[int(p)] % unit for p in pos], dtype=torch.long)
+            ch = torch.tensor([pos_to_ch[int(p)] for p in pos], dtype=torch.long)
             slices.append(ParamSlice(pname, dim, pos, ch, weight_flags[(pname, dim)]))
-        if unit <= step:
+        if size <= step:
             return None  # cannot remove a multiple of `step` and keep a channel
-        return ChannelGroup(key=key, size=unit, offset=offset, slices=slices, layers=sorted(set(layers)),
-                            root_module=root, root_handler=root_dep.handler, step=step, blocks=blocks)
+        return ChannelGroup(key=key, size=size, offset=offset, slices=slices, layers=sorted(set(layers)),
+                            root_module=root, root_handler=root_handler, step=step, blocks=blocks, walk=walk)
 
     def _head_group(self, name: str, attn: nn.Module, offset: int) -> Optional[ChannelGroup]:
         """One channel per attention head: head h owns its q, k and v rows of ``qkv`` (weight and
@@ -358,74 +346,24 @@ class ChannelSpace:
         return {g.key: float(max(1, len(g.layers))) for g in self.groups}
 
 
-def _repair_split_nodes(graph) -> None:
-    """torch-pruning 1.6 reads split sizes from ``_saved_self_sizes``, which torch >= 2.x calls
-    ``_saved_self_sym_sizes``; for ``torch.chunk`` it then guesses sizes from the consumers and
-    gets them wrong when a chunk feeds a concatenation directly (ShuffleNetV2's pass-through
-    half). It also pairs a split's outputs with offsets in graph order, not in output order.
-    Here the sizes come from the autograd node itself, each consumer is matched to its output
-    index through its own ``next_functions``, and the index mappings are rebuilt."""
-    from torch_pruning.dependency import index_mapping
-
-    repaired = False
-    for node in graph.module2node.values():
-        fn = getattr(node, "grad_fn", None)
-        if node.type != tp.ops.OPTYPE.SPLIT or fn is None or getattr(fn, "_saved_dim", None) != 1:
-            continue
-        total = int(fn._saved_self_sym_sizes[1])
-        if hasattr(fn, "_saved_split_sizes"):
-            sizes = [int(v) for v in fn._saved_split_sizes]
-        else:
-            step = int(fn._saved_split_size)
-            sizes = [min(step, total - i) for i in range(0, total, step)]
-        index_of = {}
-        for out in node.outputs:
-            nexts = getattr(out.grad_fn, "next_functions", None) or ()
-            idx = [nr for f, nr in nexts if f is fn]
-            if len(idx) == 1:
-                index_of[out] = idx[0]
-        if len(index_of) != len(node.outputs):
-            continue  # cannot tell which output feeds which consumer: keep torch-pruning's guess
-        node.outputs.sort(key=lambda o: index_of[o])
-        used = [index_of[o] for o in node.outputs]
-        node.module.split_sizes = [sizes[i] for i in used]
-        offsets = [0]
-        for v in sizes:
-            offsets.append(offsets[-1] + v)
-        # offsets of the used outputs, in the order of node.outputs (unused chunks are skipped)
-        node.module.offsets = _used_offsets(offsets, used)
-        repaired = True
-    if repaired:   # concat sizes were cached from the wrong split sizes: infer them again
-        for node in graph.module2node.values():
-            if node.type == tp.ops.OPTYPE.CONCAT:
-                node.module.concat_sizes, node.module.offsets = None, None
-        index_mapping.update_index_mapping(graph)
-
-
-def _used_offsets(offsets: list[int], used: list[int]) -> list[int]:
-    if used == list(range(len(offsets) - 1)):
-        return offsets
-    raise UnsupportedModelError("a torch.split/chunk output is unused; the split cannot be pruned consistently; "
-                                "pass the layer before the split in ignored_layers")
-
-
 def _same_position(pos: int) -> tuple[int]:
     return (pos,)
 
 
-def _equal_blocks(module) -> int:
-    """Number of equal blocks a node splits its channels into, which must all keep the same
-    positions: attention heads of nn.MultiheadAttention (the head split is a reshape), groups of a
-    grouped conv, and the outputs of ``torch.chunk`` (equal split sizes; re-chunking a pruned
-    tensor must give each branch back its own channels). 1 for anything else."""
+def _equal_blocks(module, handler=None) -> tuple[int, int]:
+    """(B, width): the node splits its ``width`` channels into B equal blocks that must all keep
+    the same positions: attention heads of nn.MultiheadAttention (the head split is a reshape),
+    groups of a grouped conv, and the outputs of ``torch.chunk`` (equal split sizes; re-chunking a
+    pruned tensor must give each branch back its own channels). (1, 0) for anything else."""
     if isinstance(module, nn.MultiheadAttention):
-        return module.num_heads
+        return module.num_heads, module.embed_dim
     if _is_grouped_conv(module):
-        return module.groups
+        is_out = handler is not None and getattr(handler, "__name__", "") == "prune_out_channels"
+        return module.groups, module.out_channels if is_out else module.in_channels
     sizes = getattr(module, "split_sizes", None)
     if isinstance(module, tp.ops._SplitOp) and sizes and len(sizes) > 1 and len(set(sizes)) == 1:
-        return len(sizes)
-    return 1
+        return len(sizes), sum(sizes)
+    return 1, 0
 
 
 def _is_depthwise(module) -> bool:

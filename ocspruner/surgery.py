@@ -16,6 +16,9 @@ import torch
 import torch.nn as nn
 
 from .dependency import ChannelSpace
+from .groupwalk import prune_positions
+from .tp_graph import library_boundary
+from .widths import apply_widths, stored_widths
 
 
 def removed_positions(space: ChannelSpace, keep: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
@@ -69,6 +72,8 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
     old = dict(model.named_parameters())
     old_shapes = {n: tuple(p.shape) for n, p in old.items()}
     head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    stored = stored_widths(model)
+    removals: dict = {}   # (graph node, pruning function) -> (dependency, positions), all groups
     for g in space.groups:
         local = keep[g.offset:g.offset + g.size]
         if bool(local.all()):
@@ -78,9 +83,16 @@ def prune_to(model: nn.Module, space: ChannelSpace, keep: torch.Tensor,
         idxs = torch.nonzero(~local).flatten().tolist()
         if g.heads_of is not None:
             _prune_heads(g.heads_of, idxs)
-        else:   # unit j of a blocked group is root channel j of every block (same position per head)
-            idxs = [j + b * g.size for b in range(g.blocks) for j in idxs]
-            space.graph.get_pruning_group(g.root_module, g.root_handler, idxs).prune()
+            continue
+        gone, unit_of = set(idxs), g.walk.unit_of_root   # unit u = root channels g.walk.units[u]
+        for item in g.walk.items:
+            pos = [p for p, r in zip(item.idxs, item.root_idxs) if r is not None and unit_of[r] in gone]
+            if pos:
+                removals.setdefault((item.dep.target, item.dep.handler), (item.dep, set()))[1].update(pos)
+    # one call per layer and function with every group's positions, in original coordinates
+    with library_boundary(model, "pruning the model"):
+        prune_positions(space.graph, {k: (dep, sorted(pos)) for k, (dep, pos) in removals.items()})
+    apply_widths(stored)   # hidden_dim, embed_dim, ... follow the pruned layers (widths.py)
     for mha, head_dim in head_dims.items():
         _keep_attention_scale(mha, head_dim)
     new = dict(model.named_parameters())

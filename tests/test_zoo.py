@@ -117,7 +117,8 @@ class ShuffleV2Block(nn.Module):
     """torchvision ShuffleNetV2 unit: channel split by torch.chunk, one half passes straight
     through, the other goes 1x1 -> depthwise 3x3 -> 1x1, then concatenation. (The channel
     shuffle that follows in torchvision interleaves the halves through a reshape, which
-    torch-pruning cannot map: it is refused by name, see test_channel_shuffle_is_refused.)"""
+    torch-pruning cannot map; a stacked shuffle is mapped by DepGraph, torchvision's
+    view/transpose/view by ocspruner: see ShuffleNetV2.)"""
 
     def __init__(self, c=32, shuffle=False):
         super().__init__()
@@ -136,6 +137,50 @@ class ShuffleV2Block(nn.Module):
         if self.shuffle:                                   # channel shuffle (groups = 2)
             x = torch.stack([a, b], 2).flatten(1, 2)
         return self.fc(F.adaptive_avg_pool2d(F.relu(self.out(x)), 1).flatten(1))
+
+
+def channel_shuffle(x, groups):
+    """torchvision's channel shuffle: view -> transpose -> view."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+def _cbr(i, o, k=1, s=1, g=1, relu=True):
+    layers = [nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o)]
+    return layers + ([nn.ReLU(inplace=True)] if relu else [])
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 InvertedResidual: stride 2 concatenates two branches, stride 1
+    chunks the input and passes one half through; both end in channel_shuffle(out, 2)."""
+
+    def __init__(self, i, o, stride):
+        super().__init__()
+        h, self.stride = o // 2, stride
+        self.b1 = nn.Sequential(*_cbr(i, i, 3, stride, i, False), *_cbr(i, h)) if stride > 1 else nn.Sequential()
+        self.b2 = nn.Sequential(*_cbr(i if stride > 1 else h, h), *_cbr(h, h, 3, stride, h, False), *_cbr(h, h))
+
+    def forward(self, x):
+        if self.stride == 1:
+            a, b = x.chunk(2, dim=1)
+            return channel_shuffle(torch.cat((a, self.b2(b)), 1), 2)
+        return channel_shuffle(torch.cat((self.b1(x), self.b2(x)), 1), 2)
+
+
+class ShuffleNetV2(nn.Module):
+    """torchvision's ShuffleNetV2 layout at small widths: stem, max-pool, two stages, conv5."""
+
+    def __init__(self, widths=(8, 32, 64), repeats=(2, 2), n=10):
+        super().__init__()
+        self.stem, self.pool = nn.Sequential(*_cbr(3, widths[0], 3, 2)), nn.MaxPool2d(3, 2, 1)
+        self.s2 = nn.Sequential(ShuffleUnit(widths[0], widths[1], 2), *[ShuffleUnit(widths[1], widths[1], 1)
+                                                                         for _ in range(repeats[0] - 1)])
+        self.s3 = nn.Sequential(ShuffleUnit(widths[1], widths[2], 2), *[ShuffleUnit(widths[2], widths[2], 1)
+                                                                         for _ in range(repeats[1] - 1)])
+        self.conv5, self.fc = nn.Sequential(*_cbr(widths[2], 64)), nn.Linear(64, n)
+
+    def forward(self, x):
+        return self.fc(self.conv5(self.s3(self.s2(self.pool(self.stem(x))))).mean((2, 3)))
 
 
 class InceptionBlock(nn.Module):
@@ -297,9 +342,41 @@ def test_grouped_conv_and_chunk_lose_aligned_positions():
     assert (shuffle.by_key["stem"].size, shuffle.by_key["stem"].blocks) == (16, 2)
 
 
-def test_channel_shuffle_is_refused_with_the_module_named():
-    with pytest.raises(UnsupportedModelError, match="'pw2'.*ignored_layers"):
-        OCSPruner(ShuffleV2Block(shuffle=True).eval(), torch.randn(1, 3, 32, 32), target=0.5)
+def test_channel_shuffle_halves_lose_the_same_positions():
+    """torchvision's channel_shuffle (view -> transpose -> view): the two concatenated halves of a
+    stride-2 unit lose the same positions (their shuffle stays the same permutation), and the
+    pruned network computes what the masked one does."""
+    model = ShuffleNetV2().eval()
+    ex = torch.randn(1, 3, 32, 32)
+    space = ChannelSpace(model, ex)
+    g = next(g for g in space.groups if any(s.name == "s3.0.b1.2.weight" and s.dim == 0 for s in g.slices))
+    b1 = next(s for s in g.slices if s.name == "s3.0.b1.2.weight" and s.dim == 0)
+    b2 = next(s for s in g.slices if s.name == "s3.0.b2.5.weight" and s.dim == 0)
+    assert torch.equal(b1.positions, b2.positions) and torch.equal(b1.channels, b2.channels)
+    keep = torch.ones(space.num_channels, dtype=torch.bool)
+    keep[g.offset + 1] = False
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    from ocspruner.surgery import masked_copy
+    masked = masked_copy(model, space, keep).double()
+    prune_to(model, space, keep)
+    gone = int((b1.channels == 1).sum())   # the positions of unit 1 (several: the shuffles join them)
+    assert model.s3[0].b1[2].out_channels == model.s3[0].b2[5].out_channels == 32 - gone > 0
+    with torch.no_grad():
+        assert (masked(x) - model.double()(x)).abs().max() <= 1e-9
+
+
+def test_a_failure_inside_torch_pruning_is_one_line_naming_the_module(monkeypatch):
+    """Whatever torch-pruning raises while tracing is reported as one UnsupportedModelError that
+    names the node it was working on (here: a concat after 'b2')."""
+    from torch_pruning.dependency import shape_infer
+
+    def broken(graph, node_1, node_2):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(shape_infer, "infer_channels_between", broken)
+    with pytest.raises(UnsupportedModelError, match=r"^torch-pruning failed while tracing the model at "
+                                                    r"CatBackward0 after '.*' \(ZeroDivisionError"):
+        ChannelSpace(InceptionBlock().eval(), torch.randn(1, 3, 32, 32))
 
 
 @pytest.mark.parametrize("how", ["split_sizes", "slice"])
