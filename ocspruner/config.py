@@ -66,6 +66,8 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     pruning: OCSConfig = field(default_factory=OCSConfig)
     method_options: dict = field(default_factory=dict)   # options of non-OCSPruner methods
+    ignored_layers: list = field(default_factory=list)   # module names or type names no method may prune
+    recovery_fraction: float = 0.2       # every method trains >= this fraction of its cycle (>= 1 epoch) after its prune
     label_smoothing: float = 0.0
     amp: Optional[str] = None            # None | bf16 | fp16 (GPU)
     channels_last: bool = False
@@ -187,6 +189,11 @@ def _validate_run(cfg: RunConfig) -> None:
                               f"({', '.join(torch._dynamo.list_backends())}), got {cfg.compile!r}")
     if cfg.amp not in (None, "bf16", "fp16"):
         raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {cfg.amp!r}")
+    if not 0.0 <= cfg.recovery_fraction < 1.0:
+        raise ConfigError(f"recovery_fraction must be in [0, 1) (the share of the cycle left to recover after the "
+                          f"prune), got {cfg.recovery_fraction}")
+    if any(not isinstance(x, str) or not x for x in cfg.ignored_layers):
+        raise ConfigError(f"ignored_layers must be a list of module names or type names, got {cfg.ignored_layers!r}")
     if cfg.keep_checkpoints < 1:
         raise ConfigError(f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     if cfg.export:   # a missing onnx package fails now, not after the training

@@ -1,12 +1,23 @@
 """Training methods as strategy objects on the ONE training loop (``trainer.py``).
 
 A method is driven with the same calls the engine offers any loop: ``epoch_start`` (may prune
-the model in place), ``penalty`` (added to the loss), ``after_step`` (after optimizer.step).
+the model in place), ``after_backward`` (gradient terms), ``after_step`` (after optimizer.step).
 Methods differ only here, never by a copy of the loop.
+
+Here: the base classes, ``dense``, OCSPruner and its variants. The classic baselines live in
+``baselines.py`` and Auto-Train-Once in ``ato.py``; both register themselves on import (bottom).
+
+Two settings bind every method (``RunConfig``):
+
+* ``ignored_layers``: module names (``conv1``, ``layer1.0.conv1``) or type names (``Linear``)
+  whose output channels no method may prune (:func:`resolve_ignored_layers`);
+* ``recovery_fraction``: every method leaves at least this fraction of its cycle (>= 1 epoch)
+  after its final prune, so a pruned network never ends a run untrained (:func:`prune_cap`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Dict, Optional
 
 import torch
@@ -18,6 +29,9 @@ from .engine import OCSConfig, OCSPruner
 from .recipe import lr_at
 
 _METHODS: Dict[str, Callable[[], "Method"]] = {}
+# names that were renamed for what they are: a one-line error says where they went
+_RENAMED = {"pai": "'pai' (Eq. 2 magnitude at initialisation) is now 'magnitude_at_init'; "
+                   "the data-driven prune-at-init is 'snip'"}
 
 
 def register_method(name: str):
@@ -29,6 +43,8 @@ def register_method(name: str):
 
 
 def create_method(name: str) -> "Method":
+    if name in _RENAMED and name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}: {_RENAMED[name]}")
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]()
@@ -38,6 +54,7 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+# -- small pure helpers shared by the methods ------------------------------------------------------
 def architecture_of(space: ChannelSpace, keep: torch.Tensor) -> dict:
     """Kept channels of every group by original index: enough to rebuild the pruned model."""
     return {"groups": [[g.key, g.size] for g in space.groups],
@@ -56,6 +73,53 @@ def cost_fields(cost: CostModel, keep: torch.Tensor) -> dict:
             "flops_reduction": 1 - flops / cost.dense["flops"]}
 
 
+def resolve_ignored_layers(model: nn.Module, specs) -> list[nn.Module]:
+    """Modules named by ``specs``: each entry is a module name (``layer1.0.conv1``; a name also
+    protects the modules inside it) or a module type name (``Linear``, ``nn.Conv2d``,
+    ``torch.nn.Conv2d``). An entry that matches nothing is a one-line error naming the fix."""
+    named = dict(model.named_modules())
+    out: list[nn.Module] = []
+    for spec in specs or []:
+        if not isinstance(spec, str) or not spec:
+            raise ValueError(f"ignored_layers entries must be module names or type names (strings), got {spec!r}")
+        if spec in named:
+            found = [m for n, m in named.items() if n == spec or n.startswith(spec + ".")]
+        else:
+            tname = spec.split(".")[-1]
+            found = [m for m in named.values() if type(m).__name__ == tname]
+        if not found:
+            sample = ", ".join(n for n in list(named)[1:4])
+            raise ValueError(f"ignored_layers entry {spec!r} matches no module name or type of the model; "
+                             f"use a name from model.named_modules() (e.g. {sample}) or a type such as 'Linear'")
+        out += [m for m in found if all(m is not o for o in out)]
+    return out
+
+
+def recovery_epochs(epochs: int, fraction: float) -> int:
+    """Epochs a method must train after its final prune: ceil(fraction * epochs), at least 1
+    when fraction > 0 (0 only when the fraction is 0)."""
+    if fraction <= 0:
+        return 0
+    return max(1, math.ceil(fraction * epochs - 1e-9))
+
+
+def prune_cap(epochs: int, fraction: float) -> int:
+    """The latest epoch at whose start a method may prune and still train ``recovery_epochs``
+    (the prune at the start of epoch t leaves epochs t .. epochs-1 to recover)."""
+    return min(epochs - 1, epochs - recovery_epochs(epochs, fraction))
+
+
+def make_partitioner(cost: CostModel, pruning, round_to: Optional[int] = None):
+    """A partitioner at the run's budget metric, per-group cap, round_to and strategy."""
+    from .partition import Partitioner
+
+    kwargs = {}
+    if getattr(pruning, "partition", None) is not None:
+        kwargs["strategy"] = pruning.partition
+    return Partitioner(cost, pruning.metric, pruning.max_prune_fraction,
+                       pruning.round_to if round_to is None else round_to, **kwargs)
+
+
 class Method:
     name = "base"
     decision_sync: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
@@ -71,6 +135,12 @@ class Method:
 
     def setup(self, model: nn.Module, example_inputs, cfg) -> None:
         self.model, self.example_inputs, self.cfg = model, example_inputs, cfg
+        self.ignored = resolve_ignored_layers(model, getattr(cfg, "ignored_layers", None))
+        self.recovery_fraction = float(getattr(cfg, "recovery_fraction", 0.0) or 0.0)
+
+    def prune_cap(self, epochs: Optional[int] = None) -> int:
+        """Latest epoch this method may prune at (``RunConfig.recovery_fraction``)."""
+        return prune_cap(self.cfg.epochs if epochs is None else epochs, self.recovery_fraction)
 
     def total_epochs(self) -> int:
         """Epochs the loop runs (a two-cycle pipeline adds its fine-tuning epochs)."""
@@ -92,7 +162,7 @@ class Method:
 
     def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
         """Called once by the trainer after setup: methods that need data of their own (ATO's
-        controller subset) take it here."""
+        controller subset, SNIP's batch) take it here."""
 
     def on_train_end(self, optimizer) -> None:
         """Called after the last epoch, before the final evaluation."""
@@ -114,13 +184,93 @@ class Method:
         return []
 
 
+class ChannelMethod(Method):
+    """A method that prunes once to a keep mask of its own choosing (the baselines, ATO): the
+    channel space, cost model and partitioner at the run's budget, the physical prune, and
+    the state and summary that follow from the final keep mask."""
+
+    metrics = ("flops", "params")     # budget metrics a method of this kind can meet
+    options: dict = {}
+
+    def setup(self, model, example_inputs, cfg) -> None:
+        from .surgery import check_prunable
+
+        super().setup(model, example_inputs, cfg)
+        # method options are the method's own keys; any pruning.* key overrides the run's pruning
+        given = dict(cfg.method_options)
+        unknown = sorted(k for k in given if k not in self.options and k not in OCSConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown method option '{unknown[0]}' for method '{self.name}'; valid: "
+                             f"{', '.join(sorted(self.options)) or '(none)'} or any pruning.* key")
+        over = {k: given.pop(k) for k in list(given) if k not in self.options}
+        self.opts = {**self.options, **given}
+        self.pruning = p = dataclasses.replace(cfg.pruning, **over).validate()
+        if p.metric not in self.metrics:
+            raise ValueError(f"method '{self.name}' meets a {' or '.join(self.metrics)} budget, not "
+                             f"pruning.metric={p.metric!r}; use method 'ocspruner' or 'prune_finetune' for it")
+        self.target, self.metric = p.target, p.metric
+        self.space = ChannelSpace(model, example_inputs, self.ignored)
+        check_prunable(self.space)
+        self.cost = CostModel(self.space)
+        self.partitioner = make_partitioner(self.cost, p)
+        self.partitioner.check_target(self.target)
+        self.final_keep: Optional[torch.Tensor] = None
+        self.t_star: Optional[int] = None
+
+    def partition(self, scores: torch.Tensor) -> torch.Tensor:
+        """Keep mask at the budget by ``scores`` (rank 0's in multi-process training)."""
+        return self._decided(self.partitioner.partition(scores, self.target).keep)
+
+    def prune(self, keep: torch.Tensor, optimizers, epoch: int) -> None:
+        from .surgery import prune_to
+
+        if optimizers is not None and not isinstance(optimizers, (list, tuple)):
+            optimizers = [optimizers]
+        prune_to(self.model, self.space, keep, list(optimizers or []))
+        self.final_keep, self.t_star = keep.clone(), epoch
+
+    def _final_keep(self) -> torch.Tensor:
+        return self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
+
+    def pruned_row(self, epoch: int, pruned_now: bool, **extra) -> dict:
+        """The per-epoch metrics of a model that is pruned (or dense) at its final keep mask."""
+        keep = self._final_keep()
+        events = [f"t* = {epoch}: pruned to {1 - float(self.cost.evaluate(keep, 'flops')) / self.cost.dense['flops']:.2%} "
+                  f"FLOPs reduction"] if pruned_now else []
+        # "dense" would mark the epoch's model as final (best.pt): only a pruned model is final here
+        return {"stage": "pruned" if self.final_keep is not None else "search", **cost_fields(self.cost, keep),
+                "pruned": pruned_now, "events": events, **extra}
+
+    def state_dict(self) -> dict:
+        return {"final_keep": self.final_keep.to(torch.uint8) if self.final_keep is not None
+                else torch.zeros(0, dtype=torch.uint8), "t_star": -1 if self.t_star is None else self.t_star}
+
+    def load_state_dict(self, state, optimizer=None) -> None:
+        keep = state.get("final_keep")
+        if keep is not None and len(keep) and self.final_keep is None:   # replay the prune, then the trainer loads weights
+            self.prune(keep.bool(), optimizer, int(state["t_star"]))
+
+    def architecture(self):
+        return architecture_of(self.space, self._final_keep())
+
+    def kept_channels(self) -> list:
+        return kept_channels_of(self.cost, self._final_keep())
+
+    def summary(self) -> dict:
+        keep = self._final_keep()
+        return {"target": self.target, "metric": self.metric, "t_star": self.t_star,
+                "dense_flops": self.cost.dense["flops"], "dense_params": self.cost.dense["params"],
+                "final_flops": float(self.cost.evaluate(keep, "flops")),
+                "final_params": float(self.cost.evaluate(keep, "params")), "pruned": self.final_keep is not None}
+
+
 @register_method("dense")
 class DenseMethod(Method):
     """Plain training on the same loop: the reference point for cost and accuracy."""
 
     def setup(self, model, example_inputs, cfg) -> None:
         super().setup(model, example_inputs, cfg)
-        space = ChannelSpace(model, example_inputs)
+        space = ChannelSpace(model, example_inputs, self.ignored)
         self.cost = CostModel(space)
 
     def epoch_start(self, epoch, optimizer) -> dict:
@@ -135,10 +285,11 @@ class DenseMethod(Method):
 @register_method("ocspruner")
 class OCSPrunerMethod(Method):
     """OCSPruner (Algorithm 1) through the engine. Subclasses are the paper's points of
-    comparison and the classic baselines: each is a PRESET of engine settings, nothing more.
+    comparison: each is a PRESET of engine settings, nothing more.
 
     ``cfg.method_options`` holds options of the method (``options``) and, for anything else,
     overrides of the engine config (e.g. ``{criterion: layer_l2}`` for the Table 5 ablation).
+    The prune happens by ``prune_cap`` at the latest (``recovery_fraction`` of the cycle left).
     """
 
     options: dict = {}
@@ -157,11 +308,20 @@ class OCSPrunerMethod(Method):
             raise ValueError(f"unknown method option '{unknown[0]}' for method '{self.name}'; valid: "
                              f"{', '.join(sorted(self.options))} or any pruning.* key")
         pruning = dataclasses.replace(cfg.pruning, **{**self.preset(self.opts), **given}).validate()
-        last = self.total_epochs() - 1
-        # a run always ends at the budget: prune by the last epoch at the latest
-        if pruning.max_prune_epoch is None or pruning.max_prune_epoch > last:
-            pruning.max_prune_epoch = last
-        self.engine = OCSPruner(model, example_inputs, pruning)
+        self.check_schedule(pruning)
+        cap = self.prune_cap(self.total_epochs())
+        # a run always ends at the budget, with recovery epochs: prune by the cap at the latest
+        if pruning.max_prune_epoch is None or pruning.max_prune_epoch > cap:
+            pruning.max_prune_epoch = cap
+        self.engine = OCSPruner(model, example_inputs, pruning, ignored_layers=self.ignored)
+
+    def check_schedule(self, pruning: OCSConfig) -> None:
+        """A fixed prune epoch must leave the recovery epochs (one line, before training)."""
+        cap = self.prune_cap(self.total_epochs())
+        if pruning.prune_epoch is not None and pruning.prune_epoch > cap:
+            raise ValueError(f"prune_epoch {pruning.prune_epoch} leaves fewer than the recovery epochs "
+                             f"(recovery_fraction={self.recovery_fraction} of {self.total_epochs()} epochs: prune by "
+                             f"epoch {cap}); lower prune_epoch or recovery_fraction")
 
     def epoch_start(self, epoch, optimizer) -> dict:
         rep = self.engine.epoch_start(epoch, optimizer)
@@ -217,228 +377,14 @@ class FixedEpochOCSPruner(OCSPrunerMethod):
         return {"prune_epoch": epoch, "max_prune_epoch": None}
 
 
-@register_method("pat")
-class PaTStability(OCSPrunerMethod):
-    """PaT-style stability: sub-networks compared by per-layer channel COUNTS only (the paper's
-    Sec. 3.3 contrast), everything else as OCSPruner."""
+@register_method("ocs_count_only")
+class OCSCountOnly(OCSPrunerMethod):
+    """Ablation of Sec. 3.3: OCSPruner whose stability score compares sub-networks by per-group
+    channel COUNTS only (PaT's kind of similarity), everything else as OCSPruner. Not PaT: PaT
+    has no sparsity learning (see ``baselines.PaT``)."""
 
     def preset(self, opts):
         return {"identity_similarity": False}
 
 
-@register_method("random")
-class RandomStructure(OCSPrunerMethod):
-    """A random sub-network at the same FLOPs, pruned at initialisation and trained from scratch."""
-
-    def preset(self, opts):
-        return {"criterion": "random", "prune_epoch": 0, "sparsity_learning": False, "max_prune_epoch": None}
-
-
-@register_method("pai")
-class PruneAtInit(OCSPrunerMethod):
-    """Pruning at initialisation by Eq. 2 saliency at the same FLOPs, then training from scratch."""
-
-    def preset(self, opts):
-        return {"prune_epoch": 0, "sparsity_learning": False, "max_prune_epoch": None}
-
-
-@register_method("prune_finetune")
-class PruneFinetune(OCSPrunerMethod):
-    """The classic two-cycle pipeline: train the dense model for ``epochs``, prune it by Eq. 2
-    (DepGraph-style group saliency) and fine-tune for ``finetune_epochs`` with the same schedule
-    shape at ``finetune_lr``. With ``greg_epochs`` > 0, growing regularisation (GReg, via
-    Eq. 7-9) runs on the pruning groups for that many epochs before the prune. Both cycles run
-    on the one loop, so the reported wall time is the whole cost."""
-
-    options = {"finetune_epochs": None, "finetune_lr": None, "greg_epochs": 0}
-
-    def setup(self, model, example_inputs, cfg) -> None:
-        self.cfg = cfg
-        given = cfg.method_options
-        self.dense_epochs = cfg.epochs
-        ft = given.get("finetune_epochs")
-        self.finetune_epochs = int(ft) if ft is not None else max(1, cfg.epochs // 2)
-        lr = given.get("finetune_lr")
-        self.finetune_lr = float(lr) if lr is not None else 0.1 * cfg.optim.lr
-        super().setup(model, example_inputs, cfg)
-
-    def total_epochs(self) -> int:
-        return self.dense_epochs + self.finetune_epochs
-
-    def learning_rate(self, epoch: float) -> float:
-        c = self.cfg
-        if epoch < self.dense_epochs:
-            return lr_at(epoch, self.dense_epochs, c.optim.lr, c.schedule)
-        return lr_at(epoch - self.dense_epochs, self.finetune_epochs, self.finetune_lr, c.schedule)
-
-    def preset(self, opts):
-        greg = int(opts["greg_epochs"])
-        if not 0 <= greg < self.dense_epochs:
-            raise ValueError(f"greg_epochs must be in [0, epochs), got {greg}")
-        # the prune epoch is the pipeline's definition: no cap may move it
-        if greg:
-            # Alg. 1: sparsity learning starts the epoch after t_sl-start
-            return {"prune_epoch": self.dense_epochs, "sl_start_epoch": self.dense_epochs - greg - 1,
-                    "max_prune_epoch": None}
-        return {"prune_epoch": self.dense_epochs, "sparsity_learning": False, "max_prune_epoch": None}
-
-
-@register_method("greg")
-class GReg(PruneFinetune):
-    """Prune-and-fine-tune with growing regularisation before the prune (GReg-style)."""
-
-    options = {"finetune_epochs": None, "finetune_lr": None, "greg_epochs": None}
-
-    def preset(self, opts):
-        if opts["greg_epochs"] is None:
-            opts["greg_epochs"] = max(1, self.dense_epochs // 5)
-        return super().preset(opts)
-
-
-@register_method("ato")
-class AutoTrainOnce(Method):
-    """Auto-Train-Once (ATO paper), generic over DepGraph groups; see ``ato.py``.
-
-    The model trains dense; a controller proposes a channel mask; from T_w the masked-out
-    channels are projected by ATO Eq. 3 (threshold lr * lambda); the controller is trained every
-    ``controller_every`` steps from T_start to T_end on a ``subset`` of the training data with
-    CE(masked model) + gamma * R_FLOPs (ATO Eq. 4); the mask is frozen after T_end and the model
-    is pruned by it at the end of training. Defaults follow the paper (gamma 4, lambda 10,
-    T_start 10%, T_end 50%, T_w 20% of the epochs, 5% subset, Adam 1e-3).
-    """
-
-    options = {"gamma": 4.0, "lam": 10.0, "t_start": 0.1, "t_end": 0.5, "t_w": 0.2, "subset": 0.05,
-               "controller_lr": 1e-3, "controller_every": 20, "temperature": 0.4, "offset": 3.0}
-
-    def setup(self, model, example_inputs, cfg) -> None:
-        from .ato import Controller, controller_steps
-        from .partition import Partitioner
-
-        super().setup(model, example_inputs, cfg)
-        unknown = sorted(set(cfg.method_options) - set(self.options))
-        if unknown:
-            raise ValueError(f"unknown method option '{unknown[0]}' for method 'ato'; valid: {', '.join(sorted(self.options))}")
-        self.opts = {**self.options, **cfg.method_options}
-        self.target = cfg.pruning.target
-        self.space = ChannelSpace(model, example_inputs)
-        self.cost = CostModel(self.space)
-        self.partitioner = Partitioner(self.cost, "flops", max_prune_fraction=1.0)
-        self.partitioner.check_target(self.target)
-        device = next(model.parameters()).device
-        self.controller = Controller([g.size for g in self.space.groups], temperature=self.opts["temperature"],
-                                     offset=self.opts["offset"], seed=cfg.seed).to(device)
-        self.ctrl_opt = torch.optim.Adam(self.controller.parameters(), lr=self.opts["controller_lr"])
-        self.c_start, self.c_end = controller_steps(cfg.epochs, self.opts["t_start"], self.opts["t_end"])
-        self.t_w = int(round(self.opts["t_w"] * cfg.epochs))
-        self.mask = torch.ones(self.space.num_channels, dtype=torch.bool)
-        self.epoch, self.step, self.final_keep, self.frozen = 0, 0, None, False
-        self.ctrl_data = None
-
-    def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
-        n = len(train_dataset)
-        k = max(1, int(round(self.opts["subset"] * n)))
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:k].tolist()
-        self.ctrl_data = torch.utils.data.DataLoader(torch.utils.data.Subset(train_dataset, idx),
-                                                     batch_size=min(batch_size, k), shuffle=True,
-                                                     generator=torch.Generator().manual_seed(seed + 2))
-        self._ctrl_iter = iter(self.ctrl_data)
-
-    def _ctrl_batch(self):
-        try:
-            return next(self._ctrl_iter)
-        except StopIteration:
-            self._ctrl_iter = iter(self.ctrl_data)
-            return next(self._ctrl_iter)
-
-    def epoch_start(self, epoch, optimizer) -> dict:
-        self.epoch = epoch
-        if self.c_start <= epoch <= self.c_end:        # the mask follows the controller until frozen
-            self.mask = self._decided(self.controller.hard_mask().cpu())   # rank 0's controller decides
-        elif epoch > self.c_end and not self.frozen:
-            # Freeze a mask that meets the budget: if the controller has not reached it, the
-            # least salient remaining channels join the masked-out set NOW, so the Eq. 3
-            # projection drives them to zero during the remaining epochs and the final prune
-            # removes only dead channels (instead of live ones with no training left).
-            self.mask, self.frozen = self._decided(self._budget_keep(self.mask)), True
-        keep = self.mask if self.frozen else self._budget_keep(self.mask)   # a frozen mask meets the budget
-        stage = "search" if epoch < self.c_start else ("controller" if epoch <= self.c_end else "frozen")
-        return {"stage": stage, **cost_fields(self.cost, keep),
-                "lambda": self.opts["lam"] if epoch >= self.t_w else 0.0}
-
-    def after_step(self, optimizer) -> None:
-        from .ato import prox_group_lasso_
-
-        self.step += 1
-        if self.epoch >= self.t_w:                     # ATO Eq. 3 on the masked-out groups
-            lr = float(optimizer.param_groups[0]["lr"])
-            prox_group_lasso_(self.model, self.space, ~self.mask, lr * self.opts["lam"])
-        if self.ctrl_data is not None and self.c_start <= self.epoch < self.c_end \
-                and self.step % self.opts["controller_every"] == 0:
-            self.controller_step()
-
-    def controller_step(self) -> float:
-        """One controller update, ATO Eq. 4: CE of the masked model + gamma * R_FLOPs."""
-        from .ato import ChannelMasker, flops_regularizer
-
-        x, y = self._ctrl_batch()
-        device = next(self.model.parameters()).device
-        x, y = x.to(device), y.to(device)
-        mask = self.controller(sample=True)
-        masker = ChannelMasker(self.space)
-        masker.mask = mask
-        with masker:
-            ce = torch.nn.functional.cross_entropy(self.model(x), y)
-        cost = self.cost.evaluate(mask.double().cpu(), "flops")
-        loss = ce + self.opts["gamma"] * flops_regularizer(cost, self.cost.dense["flops"], 1 - self.target).to(ce.dtype)
-        grads = torch.autograd.grad(loss, list(self.controller.parameters()), allow_unused=True)
-        for p, g in zip(self.controller.parameters(), grads):
-            p.grad = g
-        self.ctrl_opt.step()
-        self.ctrl_opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    def _budget_keep(self, mask: torch.Tensor) -> torch.Tensor:
-        """The mask, made to meet the budget: masked-out channels go first, then the least
-        salient (Eq. 2) of the rest, and every group keeps at least one channel."""
-        from .importance import group_l2
-
-        scores = group_l2(dict(self.model.named_parameters()), self.space)
-        scores = scores + torch.where(mask, scores.max() + 1.0, torch.zeros_like(scores))
-        keep = mask.clone()
-        if float(self.cost.evaluate(keep, "flops")) <= (1 - self.target) * self.cost.dense["flops"]:
-            for g in self.space.groups:              # never remove a whole group
-                local = keep[g.offset:g.offset + g.size]
-                if not bool(local.any()):
-                    keep[g.offset + int(torch.argmax(scores[g.offset:g.offset + g.size]))] = True
-            return keep
-        return self.partitioner.partition(scores, self.target).keep
-
-    def on_train_end(self, optimizer) -> None:
-        from .surgery import prune_to
-
-        self.final_keep = self._decided(self._budget_keep(self.mask))
-        prune_to(self.model, self.space, self.final_keep, [optimizer])
-
-    def state_dict(self) -> dict:
-        return {"controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
-                "mask": self.mask.to(torch.uint8), "step": self.step, "frozen": self.frozen}
-
-    def load_state_dict(self, state, optimizer=None) -> None:
-        self.controller.load_state_dict(state["controller"])
-        self.ctrl_opt.load_state_dict(state["ctrl_opt"])
-        self.mask, self.step, self.frozen = state["mask"].bool(), int(state["step"]), bool(state.get("frozen", False))
-
-    def _final_keep(self) -> torch.Tensor:
-        return self.final_keep if self.final_keep is not None else torch.ones(self.space.num_channels, dtype=torch.bool)
-
-    def architecture(self):
-        return architecture_of(self.space, self._final_keep())
-
-    def kept_channels(self) -> list:
-        return kept_channels_of(self.cost, self._final_keep())
-
-    def summary(self) -> dict:
-        keep = self._final_keep()
-        return {"target": self.target, "dense_flops": self.cost.dense["flops"], "dense_params": self.cost.dense["params"],
-                "final_flops": float(self.cost.evaluate(keep, "flops")),
-                "final_params": float(self.cost.evaluate(keep, "params")), "pruned": self.final_keep is not None}
+from . import ato, baselines  # noqa: E402,F401  (they register their methods)

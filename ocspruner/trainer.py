@@ -132,6 +132,7 @@ class Trainer:
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": None}
         self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
+        self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; stable on a shared machine)
         self.time_to_prune: Optional[float] = None
         self._writer = None
 
@@ -263,7 +264,7 @@ class Trainer:
         epochs_bar = tqdm(range(self.start_epoch, total), desc=f"{cfg.method}", disable=not show,
                           initial=self.start_epoch, total=total, unit="ep")
         for epoch in epochs_bar:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             info = self.method.epoch_start(epoch, self.optimizer)
             if info.get("pruned"):
                 self.time_to_prune = self.elapsed + (time.perf_counter() - t0)
@@ -282,12 +283,13 @@ class Trainer:
             val = self.evaluate(self.val_loader)
             epoch_time = time.perf_counter() - t0
             self.elapsed += epoch_time
+            self.cpu_elapsed += time.process_time() - c0
             row = {"epoch": epoch, "stage": info.get("stage"), **train, "val_loss": val["loss"], "val_acc": val["acc"],
                    "similarity": info.get("similarity"), "similarity_avg": info.get("similarity_avg"),
                    "lambda": info.get("lambda", 0.0), "flops": info.get("flops"), "params": info.get("params"),
                    "flops_reduction": info.get("flops_reduction"), "epoch_time": epoch_time,
                    "elapsed": self.elapsed, "events": info.get("events", []),
-                   "group_norms": info.get("group_norms")}
+                   "group_norms": info.get("group_norms"), "cpu_elapsed": self.cpu_elapsed, **info.get("log", {})}
             if main:
                 with open(metrics_path, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
@@ -324,7 +326,7 @@ class Trainer:
         rng = self._rng_state()
         state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
-                 "elapsed": self.elapsed, "time_to_prune": self.time_to_prune, "rng": rng}
+                 "elapsed": self.elapsed, "cpu_elapsed": self.cpu_elapsed, "time_to_prune": self.time_to_prune, "rng": rng}
         if self.dist.enabled:   # each process has its own augmentation stream: keep all of them
             state["rng_ranks"] = distributed.all_gather_object(rng)
         return state
@@ -390,6 +392,7 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
         self.time_to_prune = state.get("time_to_prune")
         metrics = os.path.join(self.run_dir, "metrics.jsonl")
         if self.dist.is_main and os.path.exists(metrics):   # drop lines of epochs after the checkpoint (they will be redone)
@@ -428,7 +431,7 @@ class Trainer:
                    **self.method.summary(),
                    "final_val_acc": last.get("val_acc"), "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
                    "best_epoch": self.best["epoch"], "final_test_acc": final_test["acc"], "best_test_acc": best_test,
-                   "wall_time": self.elapsed, "time_to_prune": self.time_to_prune,
+                   "wall_time": self.elapsed, "cpu_time": self.cpu_elapsed, "time_to_prune": self.time_to_prune,
                    "run_dir": os.path.abspath(self.run_dir)}
         for k in ("flops", "params"):
             if summary.get(f"dense_{k}"):

@@ -1,0 +1,204 @@
+"""The baselines as the literature defines them (GReg-2, PaT, SNIP), ATO's fixes (issue 13),
+ignored_layers for every method and the recovery epochs, by hand-computed cases."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ocspruner.ato import enforce_floor, shared_thresholds
+from ocspruner.baselines import early_pruning_indicator, growing_penalty, snip_scores, width_distance
+from ocspruner.config import ConfigError, load_config
+from ocspruner.dependency import ChannelSpace
+from ocspruner.methods import create_method, prune_cap, recovery_epochs, resolve_ignored_layers
+from ocspruner.models import create_model
+
+EX = torch.randn(1, 3, 16, 16)
+
+
+def _cfg(method, epochs=6, **updates):
+    return load_config(None, updates={"model": "tiny_convnet", "epochs": epochs, "method": method,
+                                      "pruning.target": 0.5, **updates})
+
+
+def _setup(method, epochs=6, **updates):
+    torch.manual_seed(0)
+    model = create_model("tiny_convnet", num_classes=4)
+    m = create_method(method)
+    m.setup(model, EX, _cfg(method, epochs, **updates))
+    return m, model
+
+
+def _space_of(m):
+    return m.engine.space if hasattr(m, "engine") else (m.space if hasattr(m, "space") else m.cost.space)
+
+
+# -- recovery epochs -------------------------------------------------------------------------------
+def test_recovery_cap_by_hand():
+    assert [recovery_epochs(e, 0.2) for e in (8, 15, 3, 5)] == [2, 3, 1, 1]
+    assert recovery_epochs(10, 0.0) == 0
+    assert [prune_cap(e, 0.2) for e in (8, 15, 3)] == [6, 12, 2]
+    assert prune_cap(6, 0.0) == 5                       # no recovery asked: the last epoch at the latest
+    m, _ = _setup("ocspruner", epochs=8)
+    assert m.engine.config.max_prune_epoch == 6         # 2 of 8 epochs left to recover
+    with pytest.raises(ValueError, match="prune_epoch 7 leaves fewer than the recovery epochs"):
+        _setup("ocspruner_fixed", epochs=8, method_options={"prune_epoch": 7})
+    with pytest.raises(ValueError, match="ato: the mask freezes at epoch 1 .*lower t_end or raise epochs"):
+        _setup("ato", epochs=1)
+    with pytest.raises(ConfigError, match="recovery_fraction must be in"):
+        _cfg("ocspruner", recovery_fraction=1.0)
+
+
+# -- ignored_layers ----------------------------------------------------------------------------------
+def test_ignored_layers_by_name_and_type():
+    model = create_model("tiny_convnet", num_classes=4)
+    assert resolve_ignored_layers(model, ["Linear"]) == [model.classifier]
+    assert resolve_ignored_layers(model, ["nn.Linear", "pw"]) == [model.classifier, model.pw]
+    assert resolve_ignored_layers(model, ["down"]) == [model.down] + list(model.down)   # a name covers its children
+    with pytest.raises(ValueError, match="ignored_layers entry 'nope' matches no module name or type"):
+        resolve_ignored_layers(model, ["nope"])
+    with pytest.raises(ConfigError, match="ignored_layers must be a list of module names"):
+        _cfg("ocspruner", ignored_layers=[3])
+
+
+@pytest.mark.parametrize("method", ["dense", "ocspruner", "ocspruner_fixed", "ocs_count_only", "pat", "random",
+                                    "magnitude_at_init", "snip", "prune_finetune", "greg", "ato"])
+def test_ignored_layers_reach_every_method(method):
+    free, _ = _setup(method, epochs=10)
+    assert "pw" in {layer for g in _space_of(free).groups for layer in g.layers}
+    m, _ = _setup(method, epochs=10, ignored_layers=["pw"])
+    assert "pw" not in {layer for g in _space_of(m).groups for layer in g.layers}
+
+
+# -- ATO -----------------------------------------------------------------------------------------------
+class _Data(torch.utils.data.Dataset):
+    def __init__(self, n=32):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_ato_controller_step_leaves_batchnorm_statistics_unchanged():
+    m, model = _setup("ato", epochs=10, method_options={"subset": 0.5})
+    m.bind_data(_Data(), 8, 0)
+    model.train()
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    before = [p.detach().clone() for p in m.controller.parameters()]
+    m.controller_step()
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    assert model.training                                     # the training mode is restored
+    assert any(not torch.equal(a, p) for a, p in zip(before, m.controller.parameters()))   # it learned
+
+
+def test_ato_shared_thresholds_and_floor_by_hand():
+    m = create_model("tiny_convnet", num_classes=4)
+    space = ChannelSpace(m, EX)
+    sizes = [g.size for g in space.groups]                      # pw 16, dw.0 16, res_conv2 8, res_conv1 8
+    sel = torch.zeros(space.num_channels, dtype=torch.bool)
+    sel[0] = True                                               # 1 channel of pw
+    sel[16:19] = True                                           # 3 channels of dw.0
+    t = shared_thresholds(space, sel, 2.0)
+    assert t[0].item() == pytest.approx(0.5) and t[16:19].tolist() == pytest.approx([1.5] * 3)
+    assert float(t[~sel].abs().sum()) == 0.0 and float(t.sum()) == pytest.approx(2.0 * 0.25 + 1.5 * 3)
+    # floor: group res_conv1 (offset 40, 8 channels) keeps only channel 0; its floor is 3
+    mask = torch.ones(space.num_channels, dtype=torch.bool)
+    mask[40:48] = torch.tensor([True] + [False] * 7)
+    logits = torch.zeros(space.num_channels)
+    logits[40:48] = torch.tensor([5.0, -1.0, -3.0, -0.5, -2.0, -4.0, -0.1, -6.0])
+    out = enforce_floor(mask, logits, space, torch.tensor([1, 1, 1, 3]))
+    assert torch.nonzero(out[40:48]).flatten().tolist() == [0, 3, 6]    # the two highest logits of the masked
+    assert torch.equal(out[:40], mask[:40]) and sizes == [16, 16, 8, 8]
+
+
+def test_ato_freeze_repairs_over_budget_and_warns_under_budget():
+    m, model = _setup("ato", epochs=10)
+    assert m.floor.tolist() == [16 - 12, 16 - 12, 8 - 6, 8 - 6]     # max_prune_fraction 0.75 -> floor
+    m.mask = torch.ones(m.space.num_channels, dtype=torch.bool)       # the controller kept everything
+    msg = m.freeze(None, 5)
+    red = 1 - float(m.cost.evaluate(m.mask, "flops")) / m.cost.dense["flops"]
+    assert 0.5 <= red < 0.51 and "BUDGET" not in msg
+    from ocspruner.ato import channel_norms
+    assert float(channel_norms(model, m.space)[~m.mask].max()) == 0.0    # zeroed at the freeze
+    m2, _ = _setup("ato", epochs=10)
+    keep = torch.zeros(m2.space.num_channels, dtype=torch.bool)
+    m2.mask = enforce_floor(keep, torch.zeros(m2.space.num_channels), m2.space, m2.floor)   # far under budget
+    with pytest.warns(UserWarning, match="ATO misses the budget"):
+        msg = m2.freeze(None, 5)
+    assert "BUDGET MISSED" in msg
+
+
+def test_ato_refuses_what_it_cannot_honour():
+    with pytest.raises(ValueError, match="pruning.round_to must be 1"):
+        _setup("ato", **{"pruning.round_to": 2})
+    with pytest.raises(ValueError, match="method 'ato' meets a flops or params budget"):
+        _setup("ato", **{"pruning.metric": "latency"})
+    m, _ = _setup("ato", **{"pruning.metric": "params", "pruning.max_prune_fraction": 0.5})
+    assert m.metric == "params" and m.floor.tolist() == [8, 8, 4, 4]
+
+
+# -- GReg-2 ---------------------------------------------------------------------------------------------
+def test_greg_growing_penalty_and_gradient_by_hand():
+    assert growing_penalty(0, 0.1, 10, 1.0) == 0.0
+    assert growing_penalty(25, 0.1, 10, 1.0) == pytest.approx(0.2)      # floor(25/10) = 2 updates
+    assert growing_penalty(1000, 0.1, 10, 1.0) == 1.0                    # the ceiling
+    m, model = _setup("greg", epochs=10, method_options={"reg_epochs": 2, "update_every": 5})
+    assert m.total_epochs() == 10 + 2 + 5 and m.prune_epoch == 12
+    m.steps_first_epoch = 50
+    assert m.delta() == pytest.approx(1.0 / 16)                          # ceiling / floor(0.8 * 2 * 50 / 5)
+    assert m.learning_rate(3.0) > m.learning_rate(9.9) and m.learning_rate(10.5) == pytest.approx(0.01)
+    m.epoch, m.lam = 10, 0.5
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    m.after_backward()
+    grads = dict(model.named_parameters())
+    assert torch.allclose(grads["pw.weight"].grad, 0.5 * grads["pw.weight"].detach())      # d/dW lambda/2 ||W||^2
+    assert torch.allclose(grads["stem.0.weight"].grad, 0.5 * grads["stem.0.weight"].detach())
+    assert float(grads["stem.1.weight"].grad.abs().sum()) == 0.0        # norm scales are not filters
+    assert float(grads["classifier.weight"].grad.abs().sum()) == 0.0    # the head is not pruned
+
+
+# -- PaT ----------------------------------------------------------------------------------------------
+def test_pat_indicator_by_hand(tmp_path):
+    sizes = [4, 8]
+    widths = [[2, 4], [3, 4], [3, 6]]
+    assert width_distance(widths[2], widths[1], sizes) == pytest.approx((0 / 4 + 2 / 8) / 2)
+    assert early_pruning_indicator(widths, 2, 2, sizes) == pytest.approx(1 - (0.125 + 0.25) / 2)
+    assert early_pruning_indicator(widths, 1, 2, sizes) is None
+    from ocspruner.trainer import Trainer
+    cfg = load_config(None, updates={"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16,
+                                     "data.batch_size": 16, "progress": False, "threads": 1, "epochs": 4,
+                                     "data.options": {"num_samples": 48, "num_test": 16, "num_classes": 4},
+                                     "method": "pat", "method_options": {"window": 1, "threshold": 1e-9},
+                                     "out_dir": str(tmp_path), "name": "pat"})
+    s = Trainer(cfg).fit()
+    assert s["t_star"] == 1 and s["pruned"]          # the first epoch with an indicator (t = r = 1)
+
+
+# -- SNIP ---------------------------------------------------------------------------------------------
+class _TwoLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(2, 2, bias=False)
+        self.fc2 = nn.Linear(2, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_snip_connection_sensitivity_by_hand():
+    m = _TwoLinear()
+    with torch.no_grad():
+        m.fc1.weight.copy_(torch.eye(2))
+        m.fc2.weight.copy_(torch.eye(2))
+    space = ChannelSpace(m, torch.randn(1, 2))
+    # x = (1, 2): h = (1, 2), z = (1, 2), y = 0: dL/dz = (-s, s) with s = e^2 / (e + e^2)
+    # channel 0: |g w| of fc1[0, 0] = s * 1 and fc2[0, 0] = s * 1; channel 1: 2s and 2s
+    s = math.exp(2) / (math.e + math.exp(2))
+    scores = snip_scores(m, space, [(torch.tensor([[1.0, 2.0]]), torch.tensor([0]))])
+    assert scores.tolist() == pytest.approx([2 * s, 4 * s])
+    assert all(p.grad is None for p in m.parameters())
