@@ -186,6 +186,11 @@ def test_ato_frozen_channels_are_zero_and_the_final_prune_changes_nothing(tmp_pa
     t.fit(stop_after=5)                             # every epoch trained, no final prune yet
     m = t.method
     assert m.frozen and m.freeze_epoch == 3         # T_end = 50% of 6 epochs
+    rows = [json.loads(line) for line in open(os.path.join(t.run_dir, "metrics.jsonl"))]
+    ctrl = [r for r in rows if r["stage"] == "controller"]
+    assert ctrl and all(r["flops_reduction"] == pytest.approx(r["proposal_flops_reduction"]) for r in ctrl)
+    assert any("mask frozen at epoch 3" in e for e in rows[3]["events"]) and rows[3]["stage"] == "frozen"
+    assert all(r["cpu_elapsed"] > 0 for r in rows)
     assert float(m.cost.evaluate(m.mask, "flops")) <= 0.5 * m.cost.dense["flops"] * (1 + 1e-9)
     from ocspruner.ato import channel_norms
     norms = channel_norms(t.model, m.space)[~m.mask]
