@@ -129,9 +129,14 @@ def part_cycle(args) -> dict:
     from ocspruner.config import load_config
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    variants = args.variants.split(",") if args.variants else list(CYCLE_VARIANTS)
+    for name in variants:
+        if name not in CYCLE_VARIANTS:
+            raise SystemExit(f"error: unknown cycle variant {name!r}; use some of {','.join(CYCLE_VARIANTS)}")
     runs = {}
     for seed in seeds:
-        for name, keys in CYCLE_VARIANTS.items():
+        for name in ["dense"] + [v for v in variants if v != "dense"]:
+            keys = CYCLE_VARIANTS[name]
             def make(name=name, keys=keys, seed=seed):
                 updates = {"method": "dense" if keys is None else "ocspruner", "threads": 1, "progress": False,
                            "seed": seed, "data.subset": args.subset, "epochs": args.epochs,
@@ -142,6 +147,8 @@ def part_cycle(args) -> dict:
     table = []
     for name in CYCLE_VARIANTS:
         done = [s for s in seeds if (name, s) in runs]
+        if not done:
+            continue
         acc = [runs[(name, s)]["final_test_acc"] for s in done]
         cpu_ratio = [runs[(name, s)]["cpu_time"] / runs[("dense", s)]["cpu_time"] for s in done]
         wall_ratio = [runs[(name, s)]["wall_time"] / runs[("dense", s)]["wall_time"] for s in done]
@@ -155,7 +162,8 @@ def part_cycle(args) -> dict:
                       "t_star": [runs[(name, s)].get("t_star") for s in done]})
         print(f"[cycle] {name:24s} acc {statistics.fmean(acc):.2f} (drop {statistics.fmean(drop):+.2f}) "
               f"CPU {statistics.fmean(cpu_ratio):.3f}x dense, t* {table[-1]['t_star']}", flush=True)
-    best = min((r for r in table if r["variant"].startswith("knapsack")), key=lambda r: r["cpu_ratio_mean"])
+    best = min((r for r in table if r["variant"].startswith("knapsack")), key=lambda r: r["cpu_ratio_mean"],
+               default=table[-1])
     return {"dataset": "fashion_mnist", "subset": args.subset, "epochs": args.epochs, "model": "resnet20",
             "recipe": "fashion_mnist_resnet20", "threads_per_run": 1, "clock": "process CPU time", "rows": table,
             "summary": {"cycle_cpu_ratio": best["cpu_ratio_mean"], "cycle_acc_drop": best["acc_drop_mean"],
@@ -173,6 +181,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30, help="interleaved timed calls per model in bench")
     ap.add_argument("--budget-model", default="resnet20")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--variants", default=None, help=f"cycle variants (default: all of {','.join(CYCLE_VARIANTS)})")
     ap.add_argument("--subset", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--work", default="benchmarks/work/speed_you_get")
