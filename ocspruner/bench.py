@@ -83,13 +83,14 @@ def layer_widths(model: nn.Module) -> list:
 
 def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 64),
                  warmup: int = 5, repeats: int = 30, device: str = "cpu", threads: Optional[int] = None,
-                 reference: Optional[str] = None, channels_last: bool = False) -> dict:
+                 reference: Optional[str] = None, channels_last: bool = False, progress=None) -> dict:
     """Time every model of ``models`` (name -> nn.Module, same input) at each batch size.
 
     ``reference`` (default: the first model) is the dense baseline of the speedups. Returns a dict
     with the setting (device, threads, torch) and one row per (batch, model): FLOPs, params,
     median and p90 latency (ms), throughput (examples/s), measured speedup, theoretical speedup
-    (reference FLOPs / model FLOPs) and efficiency (measured / theoretical).
+    (reference FLOPs / model FLOPs) and efficiency (measured / theoretical). ``progress``: a
+    callable given one line before each batch size is timed (the CLI prints it).
     """
     if not models:
         raise ValueError("no models to benchmark")
@@ -109,7 +110,10 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
     nets = {name: copy.deepcopy(m).to(dev).eval().to(memory_format=fmt) for name, m in models.items()}
     rows = []
     gen = torch.Generator().manual_seed(0)
-    for batch in batch_sizes:
+    for i, batch in enumerate(batch_sizes):
+        if progress is not None:
+            progress(f"timing batch {batch} ({i + 1}/{len(batch_sizes)}): {', '.join(nets)}, "
+                     f"{warmup} warm-up + {repeats} interleaved calls each")
         x = torch.randn(int(batch), *input_shape, generator=gen).to(dev).contiguous(memory_format=fmt)
         times = time_interleaved(nets, x, warmup, repeats)
         ref = times[reference]
@@ -180,16 +184,16 @@ def run_models(run_dir: str) -> tuple:
 
     from .io import CheckpointError, load, read_checkpoint
     from .models import create_model
+    from .rundir import RunDir
 
-    path = os.path.join(run_dir, "final_model.pt")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{run_dir!r} has no final_model.pt; give the directory of a finished run")
+    rd = RunDir.finished(run_dir)
+    path = rd.file(RunDir.FINAL_MODEL)
     arch = read_checkpoint(path).get("architecture")
     if not isinstance(arch, dict) or "model" not in arch:
         raise CheckpointError(f"{path!r} has no architecture description; pass a run's final_model.pt")
     dense = create_model(arch["model"], num_classes=arch["num_classes"], in_channels=arch["in_channels"],
                          **arch.get("model_options", {})).eval()
-    cfg_path = os.path.join(run_dir, "config.yaml")
+    cfg_path = rd.file(RunDir.CONFIG)
     cfg = yaml.safe_load(open(cfg_path)) if os.path.isfile(cfg_path) else {}
     return dense, load(path), arch, cfg or {}
 
@@ -214,7 +218,10 @@ def bench_run(run_dir: str, batch_sizes=(1, 64), round_to: int = 1, out: Optiona
     result = bench_models(models, shape, batch_sizes, **kw)
     result.update({"run_dir": os.path.abspath(run_dir), "model": arch["model"], "round_to": round_to,
                    "notes": notes})
-    _write(result, out or os.path.join(run_dir, "bench.json"))
+    from .rundir import RunDir
+    rd = RunDir.finished(run_dir)
+    with rd.writing():
+        _write(result, out or rd.file(RunDir.BENCH))
     return result
 
 
@@ -244,7 +251,7 @@ def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: 
 
 
 def _write(result: dict, path: str) -> None:
-    from .checkpoint import atomic_write_text
+    from .rundir import atomic_write_text
 
     atomic_write_text(path, json.dumps(result, indent=1))
 

@@ -1,40 +1,15 @@
-"""Atomic writes: a run never loses what it had already written.
+"""Training checkpoints: ``checkpoints/ckpt-epoch0007.pt``, the newest N kept.
 
-Every file is written to a temporary file in the same directory, flushed and fsync'ed, then
-renamed over the target (rename is atomic on POSIX). If the disk fills up or the process dies
-mid-write, the previous version of the file is still intact.
+Written atomically through :mod:`ocspruner.rundir` (a full disk or a kill mid-write leaves the
+previous checkpoints intact). ``atomic_write_text``/``atomic_torch_save`` are re-exported here for
+the scripts and benchmarks that import them from this module.
 """
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 
-import torch
-
-
-def _atomic(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    _atomic(path, lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    _atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+from .rundir import atomic_torch_save, atomic_write_text  # noqa: F401  (re-exported)
 
 
 class CheckpointManager:
@@ -70,3 +45,22 @@ class CheckpointManager:
     def latest(self):
         found = self.list()
         return found[-1][1] if found else None
+
+    def read_newest(self) -> tuple:
+        """``(path, state)`` of the newest checkpoint that reads. One that does not (truncated by a
+        kill or a full disk) is skipped for the next older one, with a warning on stderr."""
+        import sys
+
+        from .io import CheckpointError, read_checkpoint
+
+        paths = [p for _, p in reversed(self.list())]
+        again = "start the run again (with --overwrite to reuse its name)"
+        if not paths:
+            raise CheckpointError(f"no checkpoint to resume in {self.directory}; {again}")
+        for i, path in enumerate(paths):
+            try:
+                return path, read_checkpoint(path)
+            except CheckpointError as exc:
+                if i + 1 == len(paths):
+                    raise CheckpointError(f"no readable checkpoint in {self.directory} ({exc}); {again}") from None
+                print(f"warning: {exc}; resuming from the older {os.path.basename(paths[i + 1])}", file=sys.stderr)

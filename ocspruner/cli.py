@@ -3,6 +3,7 @@ finished run; ``models``, ``methods``, ``datasets`` list what the registries hol
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -13,46 +14,67 @@ SHORTHANDS = {"init_from": "init_from", "model": "model", "dataset": "data.name"
               "device": "device", "threads": "threads", "workers": "data.workers"}
 
 
+DEFAULT_CONFIG = "cpu_default"
+# train flags that set a config key: (flag, dest, type, metavar, what it is, its default)
+TRAIN_FLAGS = [
+    ("--model", "model", str, "NAME", "model from the registry (see 'ocspruner models')", "resnet20"),
+    ("--init-from", "init_from", str, "PATH", "pre-trained start: a state_dict or checkpoint .pt of the same "
+     "(unpruned) model", "none: random init"),
+    ("--dataset", "dataset", str, "NAME", "dataset (see 'ocspruner datasets')", "digits"),
+    ("--data-root", "data_root", str, "DIR", "where the dataset's files are", "the dataset's own default"),
+    ("--epochs", "epochs", int, "N", "training epochs of the one cycle", "30"),
+    ("--target", "target", float, "F", "fraction of FLOPs (pruning.metric) to remove, e.g. 0.5", "0.5"),
+    ("--method", "method", str, "NAME", "training method (see 'ocspruner methods')", "ocspruner"),
+    ("--out", "out", str, "DIR", "parent directory of run directories", "runs"),
+    ("--name", "name", str, "NAME", "run directory name; refused if it holds a run (see --overwrite)",
+     "MODEL-DATASET-METHOD-TIME, unique"),
+    ("--subset", "subset", int, "N", "use only this many training examples", "all"),
+    ("--seed", "seed", int, "N", "random seed (data split, init, order)", "0"),
+    ("--batch-size", "batch_size", int, "N", "batch size (per process under torchrun)", "64"),
+    ("--lr", "lr", float, "F", "peak learning rate", "0.05"),
+    ("--device", "device", str, "DEV", "auto, cpu, cuda or cuda:N", "auto: cuda if available, else cpu"),
+    ("--threads", "threads", int, "N", "torch CPU threads (>= 1)", "torch's default"),
+    ("--workers", "workers", int, "N", "data loader worker processes", "0"),
+]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocspruner", description="One-cycle structured pruning (OCSPruner).")
-    sub = p.add_subparsers(dest="command")
-    t = sub.add_parser("train", help="train (and prune) one model in one cycle")
-    t.add_argument("--config", default="cpu_default", help="YAML path or shipped config name (default: cpu_default)")
-    t.add_argument("--model")
-    t.add_argument("--init-from", dest="init_from", help="pre-trained start: a state_dict or checkpoint .pt")
-    t.add_argument("--dataset")
-    t.add_argument("--data-root", dest="data_root")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--target", type=float, help="fraction of FLOPs to remove, e.g. 0.5")
-    t.add_argument("--method")
-    t.add_argument("--out", help="parent directory of run directories (default runs/)")
-    t.add_argument("--name", help="run directory name")
-    t.add_argument("--subset", type=int, help="use only this many training examples")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--batch-size", dest="batch_size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--device")
-    t.add_argument("--threads", type=int)
-    t.add_argument("--workers", type=int)
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its newest checkpoint")
-    t.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. pruning.epsilon=1e-3")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    t = sub.add_parser("train", help="train (and prune) one model in one cycle",
+                       description="Train (and prune) one model in one cycle. Flag defaults are those of the "
+                                   f"shipped config {DEFAULT_CONFIG}; a --config of your own sets its own.")
+    t.add_argument("--config", help=f"YAML path or shipped config name (default: {DEFAULT_CONFIG}; not with --resume)")
+    for flag, dest, tp, metavar, what, default in TRAIN_FLAGS:
+        t.add_argument(flag, dest=dest, type=tp, metavar=metavar, help=f"{what} (default: {default})")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (default: progress bars shown)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its newest readable "
+                   "checkpoint, with the run's own config.yaml (default: a new run)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out/--name if there is one "
+                   "(default: refuse, a finished run is never overwritten)")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. pruning.epsilon=1e-3 (default: none)")
     c = sub.add_parser("compare", help="run several methods x seeds on one task and tabulate them")
     c.add_argument("--methods", default="dense,ocspruner",
-                   help="comma list; a method may carry options as name:key=value+key=value")
-    c.add_argument("--seeds", default="0", help="comma list of seeds")
-    c.add_argument("--out-dir", dest="compare_out", default="runs/compare", help="where tables, plots and runs go")
-    c.add_argument("--fig4", default=None, help="comma list of pruning epochs for the paper's Fig. 4")
+                   help="comma list; a method may carry options as name:key=value+key=value (default: dense,ocspruner)")
+    c.add_argument("--seeds", default="0", help="comma list of seeds (default: 0)")
+    c.add_argument("--out-dir", dest="compare_out", default="runs/compare",
+                   help="where tables, plots and runs go (default: runs/compare)")
+    c.add_argument("--fig4", default=None, help="comma list of pruning epochs for the paper's Fig. 4 (default: none)")
+    c.add_argument("--resume", action="store_true", help="reuse the finished runs in --out-dir and continue the "
+                   "interrupted ones (default: refuse an --out-dir that holds runs)")
+    c.add_argument("--overwrite", action="store_true", help="replace the runs in --out-dir (default: refuse)")
     for action in t._actions:   # the same shorthands as 'train'
-        if action.option_strings and action.dest not in ("help", "out", "name", "seed", "method"):
+        if action.option_strings and action.dest not in ("help", "out", "name", "seed", "method", "resume", "overwrite"):
             c._add_action(action)
-    c.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
-    sub.add_parser("models", help="list registered models")
-    sub.add_parser("methods", help="list training methods")
-    sub.add_parser("datasets", help="list datasets")
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run (default: none)")
+    sub.add_parser("models", help="list registered models, one line each")
+    sub.add_parser("methods", help="list training methods, one line each")
+    sub.add_parser("datasets", help="list datasets, one line each (and what each needs)")
     e = sub.add_parser("export", help="export a run's final model (ocs, TorchScript, ONNX), each checked")
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--formats", default="ocs,torchscript,onnx", help="comma list of ocs, torchscript, onnx")
+    e.add_argument("--formats", help="comma list of ocs, torchscript, onnx (default: all three; onnx is "
+                   "skipped, with a note, when its packages are missing)")
     e.add_argument("--out", help="output directory (default RUN_DIR/export)")
     e.add_argument("--atol", type=float, default=1e-4, help="largest accepted |difference| to PyTorch (default 1e-4)")
     b = sub.add_parser("bench", help="latency/throughput of dense vs pruned on this device (Table 9)")
@@ -69,7 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--round-to", dest="round_to", type=int, default=1,
                    help="also time a re-partition with widths rounded to multiples of N")
     b.add_argument("--channels-last", dest="channels_last", action="store_true")
-    b.add_argument("--out", help="JSON path (default RUN_DIR/bench.json; none for --model)")
+    b.add_argument("--partition", choices=["ranking", "knapsack"], default="ranking",
+                   help="with --model: global saliency ranking (the paper's) or the cost-aware knapsack")
+    b.add_argument("--metric", choices=["flops", "params", "latency", "train_latency"], default="flops",
+                   help="with --model: the budget --target is a fraction of (latency budgets measure a table "
+                        "here at the largest batch size and calibrate it)")
+    b.add_argument("--clock", choices=["auto", "thread_cpu", "process_cpu", "wall"], default="auto",
+                   help="timing clock (default auto: per-thread CPU time on 1 thread, process CPU time on "
+                        "several, wall on CUDA)")
+    b.add_argument("--no-training", dest="training", action="store_false",
+                   help="skip the training-step (forward + backward) timing")
+    b.add_argument("--out", "--json", dest="out", help="JSON path (default RUN_DIR/bench.json; none for --model)")
     r = sub.add_parser("report", help="write RUN_DIR/report.md (budget, accuracy, cost, Fig. 3/5/6, latency)")
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--dense", help="a dense run of the same task, for the cost comparison")
@@ -79,9 +111,20 @@ def _parser() -> argparse.ArgumentParser:
 def _export(args) -> int:
     from .export import export_run, format_results
 
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    from .export import FORMATS, onnx_missing
+
+    note = None
+    if args.formats is None:   # the default: every format this machine can write
+        formats = list(FORMATS)
+        note = onnx_missing()
+        if note:
+            formats.remove("onnx")
+    else:
+        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     results = export_run(args.run_dir, formats, out_dir=args.out, atol=args.atol)
     print(format_results(results))
+    if note:
+        print(f"onnx skipped: {note}")
     bad = [f for f, r in results.items() if not r["ok"]]
     if bad:
         print(f"error: {', '.join(bad)} output differs from PyTorch by more than {args.atol}", file=sys.stderr)
@@ -104,7 +147,20 @@ def _bench(args) -> int:
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be >= 1, got {args.round_to}")
     kw = dict(batch_sizes=batches, round_to=args.round_to, warmup=args.warmup, repeats=args.repeats,
-              device=args.device, threads=args.threads, channels_last=args.channels_last)
+              device=args.device, threads=args.threads, channels_last=args.channels_last,
+              clock=args.clock, training=args.training,
+              progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    if args.run_dir and (args.partition != "ranking" or args.metric != "flops"):
+        raise ConfigError("--partition and --metric apply to --model; a run's pruned model is benched as it was "
+                          "trained (drop them, or bench --model NAME)")
+    if args.model and args.metric in ("latency", "train_latency"):
+        print(f"bench: measuring a per-layer {args.metric} table and calibrating it (a few minutes)",
+              file=sys.stderr, flush=True)
+    if args.run_dir:
+        from .rundir import RunDir
+        RunDir.finished(args.run_dir)   # a one-line error before anything is built
+    print(f"bench: building the models of {args.run_dir or args.model} (dense, pruned"
+          f"{f', rounded to {args.round_to}' if args.round_to > 1 else ''})", file=sys.stderr, flush=True)
     if args.run_dir:
         result = bench_run(args.run_dir, out=args.out, **kw)
         where = args.out or f"{args.run_dir}/bench.json"
@@ -113,7 +169,7 @@ def _bench(args) -> int:
         if not isinstance(options, dict):
             raise ConfigError(f"--model-options must be a YAML mapping, got {args.model_options!r}")
         result = bench_named(args.model, args.target, model_options=options, input_size=args.input_size,
-                             out=args.out, **kw)
+                             out=args.out, metric=args.metric, partition=args.partition, **kw)
         where = args.out
     print(format_table(result))
     if where:
@@ -136,22 +192,37 @@ def _train(args) -> int:
     if args.no_progress:
         updates["progress"] = False
     if args.resume:
-        import os
-        from .io import CheckpointError
-        saved = os.path.join(args.resume, "config.yaml")
-        if not os.path.isfile(saved):
-            raise CheckpointError(f"{args.resume!r} is not a run directory (no config.yaml); give the directory of the run to resume")
-        cfg = load_config(saved, overrides=args.overrides, updates=updates)
-        trainer = Trainer(cfg, run_dir=args.resume)
+        from .config import ConfigError
+        from .rundir import RunDir
+        if args.config is not None:
+            raise ConfigError(f"--config cannot be used with --resume: a resumed run keeps its own "
+                              f"{RunDir.CONFIG}; drop --config")
+        if args.overwrite:
+            raise ConfigError("--overwrite cannot be used with --resume: resume continues the run; "
+                              "drop one of the two")
+        rundir = RunDir.for_resume(args.resume)
+        cfg = load_config(rundir.file(RunDir.CONFIG), overrides=args.overrides, updates=updates)
+        trainer = Trainer(cfg, run_dir=rundir.path)
         start = trainer.resume()
         if trainer.dist.is_main:
             print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
     else:
-        cfg = load_config(args.config, overrides=args.overrides, updates=updates)
-        trainer = Trainer(cfg)
+        cfg = load_config(args.config or DEFAULT_CONFIG, overrides=args.overrides, updates=updates)
+        trainer = Trainer(cfg, overwrite=args.overwrite)
         if trainer.dist.is_main:   # under torchrun only rank 0 prints and writes
             print(f"run directory: {trainer.run_dir}", flush=True)
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.dist.is_main:
+            last = trainer.ckpt.latest()
+            if last:
+                print(f"interrupted; run directory {trainer.run_dir}; its last checkpoint ({os.path.basename(last)}) "
+                      f"is intact; continue with: {trainer.rundir.resume_command()}", file=sys.stderr)
+            else:
+                print(f"interrupted before the first checkpoint; run directory {trainer.run_dir}; start again "
+                      f"with --overwrite to reuse its name", file=sys.stderr)
+        return 130
     if trainer.dist.is_main:
         print(format_summary(summary))
     from .distributed import cleanup
@@ -170,18 +241,82 @@ def _compare(args) -> int:
     methods = [m.replace("+", ",") for m in args.methods.split(",") if m]
     seeds = [int(x) for x in args.seeds.split(",") if x != ""]
     fig4 = [int(x) for x in args.fig4.split(",")] if args.fig4 else None
-    result = run_compare(methods, seeds, args.compare_out, args.config, args.overrides, updates, fig4)
+    result = run_compare(methods, seeds, args.compare_out, args.config or DEFAULT_CONFIG, args.overrides, updates, fig4,
+                         resume=args.resume, overwrite=args.overwrite)
     print(open(f"{args.compare_out}/compare.md").read())
     print(f"tables and plots in {args.compare_out}")
     return 0 if result["rows"] else 1
 
 
+# one line each for 'models', 'methods', 'datasets': what it is, and what it needs
+MODEL_LINES = {
+    "attention_block": "a one-block transformer (qkv attention + MLP), for tests; options dim, num_heads, mlp_hidden",
+    "mobilenetv2": "MobileNetV2 for 224x224 input (ImageNet); options width_mult, dropout",
+    "mobilenetv2_cifar": "MobileNetV2 for 32x32 input (CIFAR); options width_mult, dropout",
+    "resnet18": "ResNet-18 for 224x224 input (ImageNet)",
+    "resnet20": "CIFAR ResNet-20 for 32x32 input (0.27 M params)",
+    "resnet32": "CIFAR ResNet-32 for 32x32 input",
+    "resnet50": "ResNet-50 for 224x224 input (ImageNet)",
+    "resnet56": "CIFAR ResNet-56 for 32x32 input",
+    "resnet110": "CIFAR ResNet-110 for 32x32 input",
+    "tiny_convnet": "a three-conv network, for tests and quick checks",
+    "vgg16": "VGG-16 with BatchNorm for 32x32 input (CIFAR); option width_mult",
+    "vgg19": "VGG-19 with BatchNorm for 32x32 input (CIFAR); option width_mult",
+    "vit_tiny_cifar": "a tiny ViT for 32x32 input; options img_size, patch_size, dim, depth, num_heads, mlp_ratio",
+}
+METHOD_LINES = {
+    "ocspruner": "OCSPruner, Algorithm 1: automatic t_sl-start and t*, pruned in the one cycle",
+    "dense": "no pruning, the same loop: the cost and accuracy reference",
+    "ocspruner_fixed": "OCSPruner with t* fixed in advance (method_options={prune_epoch: N}, default 30% of the epochs)",
+    "ocs_count_only": "ablation: OCSPruner whose stability compares per-group channel counts, not identities",
+    "pat": "PaT (Shen et al. 2022): dense training, prune when the sub-network's widths stop changing, train on",
+    "random": "a random sub-network at the budget, pruned at initialisation, trained from scratch",
+    "magnitude_at_init": "prune at initialisation by Eq. 2 magnitude of the random weights, then train",
+    "snip": "prune at initialisation by SNIP connection sensitivity on a data batch, then train",
+    "prune_finetune": "train dense, prune by Eq. 2, fine-tune (two cycles, both counted)",
+    "greg": "GReg-2 (Wang et al. 2021): dense, growing uniform L2 penalty, magnitude prune, fine-tune",
+    "ato": "Auto-Train-Once: a controller network picks the sub-network, generic over DepGraph groups",
+}
+DATASET_LINES = {
+    "digits": "scikit-learn's 8x8 digits upsampled to 32x32, 10 classes; needs scikit-learn, no download (the default)",
+    "mnist": "MNIST, 10 classes; needs --data-root DIR with the four idx files",
+    "fashion_mnist": "Fashion-MNIST, 10 classes; needs `sudo apt-get install dataset-fashion-mnist` or --data-root DIR",
+    "cifar10": "CIFAR-10, 10 classes; needs --data-root with the extracted cifar-10-batches-py (default data/)",
+    "cifar100": "CIFAR-100, 100 classes; needs --data-root with the extracted cifar-100-python (default data/)",
+    "imagefolder": "ImageNet-style class folders; needs --data-root DIR with train/<class>/ and val/<class>/ (alias imagenet)",
+    "synthetic": "random images with a learnable signal, for tests; needs nothing (options num_samples, num_classes, ...)",
+}
+
+
+def _first_line(obj) -> str:
+    import inspect
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().split(".")[0].replace("\n", " ") if doc.strip() else "(no description)"
+
+
+def _listing(kind: str) -> str:
+    """``ocspruner models|methods|datasets``: one line per entry."""
+    if kind == "models":
+        from .models import list_models
+        from .models.registry import _MODELS
+        entries = {n: MODEL_LINES.get(n) or _first_line(_MODELS[n]) for n in list_models()}
+    elif kind == "methods":
+        from .methods import _METHODS, list_methods
+        entries = {n: METHOD_LINES.get(n) or _first_line(_METHODS[n]) for n in list_methods()}
+    else:
+        from .data import available_datasets
+        from .data.datasets import DATASETS
+        entries = {n: DATASET_LINES.get(n) or _first_line(DATASETS[n]) for n in available_datasets()}
+    width = max(map(len, entries)) + 2
+    return "\n".join(f"{n:<{width}}{text}" for n, text in entries.items())
+
+
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*Unwrapped parameters.*")
     args = _parser().parse_args(argv)
-    if args.command is None:
-        _parser().print_help()
-        return 0
+    if args.command is None:   # a command is required: help on stderr, usage error
+        _parser().print_help(sys.stderr)
+        return 2
     from .config import ConfigError
     from .data import DataError
     from .dependency import UnsupportedModelError
@@ -196,15 +331,7 @@ def main(argv=None) -> int:
             return _compare(args)
         if args.command in ("export", "bench", "report"):
             return {"export": _export, "bench": _bench, "report": _report}[args.command](args)
-        if args.command == "models":
-            from .models import list_models
-            print("\n".join(list_models()))
-        elif args.command == "methods":
-            from .methods import list_methods
-            print("\n".join(list_methods()))
-        elif args.command == "datasets":
-            from .data import available_datasets
-            print("\n".join(available_datasets()))
+        print(_listing(args.command))
         return 0
     except (ConfigError, DataError, BudgetError, UnsupportedModelError, TrainingDiverged, CheckpointError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
@@ -217,7 +344,7 @@ def main(argv=None) -> int:
               f"files written before are intact; free space or choose another --out", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint in the run directory is intact", file=sys.stderr)
+        print("interrupted; files written before are intact", file=sys.stderr)
         return 130
 
 

@@ -41,30 +41,62 @@ def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
 
 def run_compare(methods: list[str], seeds: list[int], out_dir: str, config: Optional[str] = None,
                 overrides: Optional[list] = None, updates: Optional[dict] = None,
-                fig4_epochs: Optional[list[int]] = None, trainer_factory: Optional[Callable] = None) -> dict:
+                fig4_epochs: Optional[list[int]] = None, trainer_factory: Optional[Callable] = None,
+                resume: bool = False, overwrite: bool = False) -> dict:
+    """``resume``: reuse the finished runs under ``out_dir/runs`` and continue the interrupted ones;
+    ``overwrite``: replace them; neither: refuse (before anything trains) when one exists."""
     from .trainer import Trainer
 
     make = trainer_factory or Trainer
-    os.makedirs(out_dir, exist_ok=True)
-    runs: dict[str, list[dict]] = {}
+    plan = []   # every run's config first: a bad method, option or existing run stops before any training
     for spec in methods:
         name, options = parse_method_spec(spec)
         for seed in seeds:
             label = spec.replace(":", "_").replace(",", "_").replace("=", "-")
-            cfg = load_config(config, overrides=overrides,
-                              updates={**(updates or {}), "method": name, "method_options": options, "seed": seed,
-                                       "out_dir": os.path.join(out_dir, "runs"), "name": f"{label}-s{seed}"})
-            summary = make(cfg).fit()
-            runs.setdefault(spec, []).append(summary)
+            plan.append((spec, load_config(config, overrides=overrides,
+                                           updates={**(updates or {}), "method": name, "method_options": options,
+                                                    "seed": seed, "out_dir": os.path.join(out_dir, "runs"),
+                                                    "name": f"{label}-s{seed}"})))
+    _check_plan([cfg for _, cfg in plan], resume, overwrite)
+    os.makedirs(out_dir, exist_ok=True)
+    runs: dict[str, list[dict]] = {}
+    for spec, cfg in plan:
+        runs.setdefault(spec, []).append(_run_one(make, cfg, resume, overwrite))
     rows = summarize(runs)
     write_tables(rows, out_dir)
     result = {"rows": rows, "runs": {k: v for k, v in runs.items()}}
     result["fig1"] = plot_fig1(rows, os.path.join(out_dir, "fig1.png"))
     if fig4_epochs:
-        result["fig4"] = run_fig4(fig4_epochs, seeds[0], out_dir, config, overrides, updates, make)
+        result["fig4"] = run_fig4(fig4_epochs, seeds[0], out_dir, config, overrides, updates, make, resume, overwrite)
     with open(os.path.join(out_dir, "compare.json"), "w") as fh:
         json.dump(result, fh, indent=1, default=str)
     return result
+
+
+def _check_plan(cfgs: list, resume: bool, overwrite: bool) -> None:
+    from .rundir import RunDir
+
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other; drop one")
+    if not resume and not overwrite:
+        for cfg in cfgs:
+            RunDir(os.path.join(cfg.out_dir, cfg.name)).check_fresh(False, flag="--resume (reuse it) or --overwrite")
+
+
+def _run_one(make, cfg, resume: bool, overwrite: bool) -> dict:
+    """One run of the table: reused when finished and ``resume``, continued when interrupted."""
+    from .rundir import RunDir
+
+    rd = RunDir(os.path.join(cfg.out_dir, cfg.name))
+    if resume and rd.is_finished():
+        summary = rd.read_json(RunDir.SUMMARY)
+        if summary is not None:
+            return summary
+    if resume and rd.checkpoints() and not rd.is_finished():
+        trainer = make(cfg, run_dir=rd.path)
+        trainer.resume()
+        return trainer.fit()
+    return make(cfg, overwrite=overwrite).fit()
 
 
 def summarize(runs: dict[str, list[dict]]) -> list[dict]:
@@ -162,11 +194,12 @@ def plot_fig1(rows: list[dict], path: str) -> Optional[str]:
     return path
 
 
-def run_fig4(epochs: list[int], seed: int, out_dir: str, config, overrides, updates, make) -> dict:
+def run_fig4(epochs: list[int], seed: int, out_dir: str, config, overrides, updates, make,
+             resume: bool = False, overwrite: bool = False) -> dict:
     """Final accuracy of sub-networks pruned at each given epoch, beside J_avg of OCSPruner."""
     base = {**(updates or {}), "seed": seed, "out_dir": os.path.join(out_dir, "runs")}
-    ocs = make(load_config(config, overrides=overrides,
-                           updates={**base, "method": "ocspruner", "name": f"fig4-ocspruner-s{seed}"})).fit()
+    ocs = _run_one(make, load_config(config, overrides=overrides, updates={
+        **base, "method": "ocspruner", "name": f"fig4-ocspruner-s{seed}"}), resume, overwrite)
     metrics = [json.loads(line) for line in open(os.path.join(ocs["run_dir"], "metrics.jsonl"))]
     j_avg = {m["epoch"]: m["similarity_avg"] for m in metrics}
     points = []
@@ -174,7 +207,7 @@ def run_fig4(epochs: list[int], seed: int, out_dir: str, config, overrides, upda
         cfg = load_config(config, overrides=overrides,
                           updates={**base, "method": "ocspruner_fixed", "method_options": {"prune_epoch": int(k)},
                                    "name": f"fig4-prune-at-{k}-s{seed}"})
-        s = make(cfg).fit()
+        s = _run_one(make, cfg, resume, overwrite)
         points.append({"prune_epoch": int(k), "final_test_acc": s["final_test_acc"], "j_avg": j_avg.get(int(k))})
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))

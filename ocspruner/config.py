@@ -69,6 +69,7 @@ class RunConfig:
     ignored_layers: list = field(default_factory=list)   # module names or type names no method may prune
     recovery_fraction: float = 0.2       # every method trains >= this fraction of its cycle (>= 1 epoch) after its prune
     label_smoothing: float = 0.0
+    bn_recalibration: int = 5            # training batches to re-estimate BatchNorm statistics before each evaluation (0: off)
     amp: Optional[str] = None            # None | bf16 | fp16 (GPU)
     channels_last: bool = False
     compile: Optional[str] = None        # torch.compile backend for the training forward (e.g. inductor)
@@ -196,12 +197,71 @@ def _validate_run(cfg: RunConfig) -> None:
         raise ConfigError(f"ignored_layers must be a list of module names or type names, got {cfg.ignored_layers!r}")
     if cfg.keep_checkpoints < 1:
         raise ConfigError(f"keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
+    if cfg.checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be >= 1 (epochs between checkpoints), got {cfg.checkpoint_every}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1 (or null for torch's default), got {cfg.threads}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), e.g. 0.1, got {cfg.label_smoothing}")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.subset is not None and cfg.data.subset < 1:
+        raise ConfigError(f"data.subset must be >= 1 (or null for all examples), got {cfg.data.subset}")
+    if cfg.bn_recalibration < 0:
+        raise ConfigError(f"bn_recalibration must be >= 0 (training batches; 0 = off), got {cfg.bn_recalibration}")
+    _validate_device(cfg.device)
+    _validate_method(cfg.method)
+    if cfg.model_options:
+        _validate_model_options(cfg.model, cfg.model_options)
     if cfg.export:   # a missing onnx package fails now, not after the training
         from .export import check_formats
         try:
             check_formats(cfg.export)
         except ValueError as exc:
             raise ConfigError(f"export: {exc}") from None
+
+
+def _validate_device(name: str) -> None:
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+
+
+def _validate_method(name: str) -> None:
+    from .methods import list_methods
+
+    if name not in list_methods():
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(list_methods())}")
+
+
+def _validate_model_options(model: str, options: dict) -> None:
+    """Unknown model_options keys fail here, not inside the model's constructor after the data loaded."""
+    import inspect
+
+    from .models.registry import _MODELS
+
+    if model not in _MODELS:
+        return   # an unknown model name is reported by the model registry, in one line
+    params = inspect.signature(_MODELS[model]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        try:   # options passed through **kwargs: the constructor itself is the only judge
+            from .models import create_model
+            create_model(model, **options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model_options for {model}: {str(exc).splitlines()[0]}") from None
+        return
+    valid = [n for n in params if n not in ("num_classes", "in_channels")]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise ConfigError(f"unknown model_options key {unknown[0]!r} for model {model}; valid keys: "
+                          f"{', '.join(valid) or 'none'}")
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")

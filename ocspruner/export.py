@@ -49,6 +49,15 @@ def check_formats(formats: Sequence[str]) -> tuple:
     return formats
 
 
+def onnx_missing() -> Optional[str]:
+    """None when ONNX export can run here; otherwise one line saying what to install."""
+    try:
+        _require_onnx()
+    except ExportError as exc:
+        return str(exc)
+    return None
+
+
 def _require_onnx():
     try:
         import onnx  # noqa: F401
@@ -88,8 +97,8 @@ def _quiet():
 
 
 def _export_ocs(model, architecture, path, x, ref) -> dict:
-    from .checkpoint import atomic_torch_save
     from .io import load
+    from .rundir import atomic_torch_save
 
     if architecture is None:
         raise ExportError("the 'ocs' format needs the architecture description (model name, options, kept "
@@ -179,25 +188,31 @@ def export_model(model: nn.Module, example_inputs: torch.Tensor, out_dir: str,
 def export_run(run_dir: str, formats: Sequence[str] = FORMATS, out_dir: Optional[str] = None,
                atol: float = 1e-4, batch: int = 1) -> dict:
     """Export the final model of a run directory (``final_model.pt``) into ``run_dir/export``
-    (or ``out_dir``), write ``export.json`` there, and return the results."""
-    from .checkpoint import atomic_write_text
+    (or ``out_dir``), write ``export.json`` there, and return the results. The run directory is
+    locked meanwhile (a run writing it is not read half-way)."""
     from .io import CheckpointError, load, read_checkpoint
+    from .rundir import RunDir, atomic_write_text
 
-    path = os.path.join(run_dir, "final_model.pt")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{run_dir!r} has no final_model.pt; give the directory of a finished run")
+    rd = RunDir.finished(run_dir)
     formats = check_formats(formats)
-    arch = read_checkpoint(path).get("architecture")
-    if not isinstance(arch, dict) or "image_size" not in arch:
-        raise CheckpointError(f"{path!r} has no architecture description; pass a run's final_model.pt")
-    model = load(path)
-    size = arch["image_size"]
-    example = torch.randn(batch, arch["in_channels"], size, size, generator=torch.Generator().manual_seed(1))
-    out_dir = out_dir or os.path.join(run_dir, "export")
-    results = export_model(model, example, out_dir, formats, architecture=arch, atol=atol)
-    atomic_write_text(os.path.join(out_dir, "export.json"),
-                      json.dumps({"source": os.path.abspath(path), "input_shape": list(example.shape[1:]),
-                                  "torch": torch.__version__, "formats": results}, indent=1))
+    with rd.writing():
+        path = rd.file(RunDir.FINAL_MODEL)
+        arch = read_checkpoint(path).get("architecture")
+        if not isinstance(arch, dict) or not isinstance(arch.get("image_size"), int) \
+                or not isinstance(arch.get("in_channels"), int):
+            raise CheckpointError(f"{path!r} has no valid architecture description (image_size, in_channels); "
+                                  f"pass a run's final_model.pt")
+        model = load(path)
+        size = arch["image_size"]
+        example = torch.randn(batch, arch["in_channels"], size, size, generator=torch.Generator().manual_seed(1))
+        out_dir = out_dir or rd.file(RunDir.EXPORT)
+        results = export_model(model, example, out_dir, formats, architecture=arch, atol=atol)
+        for r in results.values():   # export.json names its files relative to itself
+            r["file"] = os.path.relpath(os.path.abspath(r["path"]), os.path.abspath(out_dir))
+        atomic_write_text(os.path.join(out_dir, "export.json"),
+                          json.dumps({"source": os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir)),
+                                      "input_shape": list(example.shape[1:]), "torch": torch.__version__,
+                                      "formats": results}, indent=1))
     return results
 
 
@@ -208,4 +223,4 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["export_model", "export_run", "describe", "check_formats", "ExportError", "FORMATS"]
+__all__ = ["export_model", "export_run", "describe", "check_formats", "onnx_missing", "ExportError", "FORMATS"]

@@ -47,13 +47,21 @@ def extract_state_dict(obj: dict) -> dict:
 
 
 def load_weights(model: nn.Module, path: str) -> None:
-    """Load a checkpoint's weights into ``model`` (same architecture), strictly."""
-    sd = extract_state_dict(read_checkpoint(path))
+    """Load a checkpoint's weights into ``model`` (same architecture), strictly. A pruned model
+    (a pruned run's final_model.pt, or a checkpoint after t*) is refused: it has fewer channels."""
+    obj = read_checkpoint(path)
+    sd = extract_state_dict(obj)
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}   # saved from DDP
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if wrong and all(len(sd[k].shape) == len(own[k].shape) and
+                     all(a <= b for a, b in zip(sd[k].shape, own[k].shape)) for k in wrong):
+        raise CheckpointError(f"checkpoint {path!r} holds a pruned model ({wrong[0]} has shape "
+                              f"{tuple(sd[wrong[0]].shape)}, the unpruned model {tuple(own[wrong[0]].shape)}); "
+                              f"--init-from needs an unpruned model's weights: a dense run's final_model.pt or a "
+                              f"checkpoint from before t*")
     if missing or unexpected or wrong:
         detail = (f"missing {missing[:2]}" if missing else "") + (f" unexpected {unexpected[:2]}" if unexpected else "") \
             + (f" shape mismatch {wrong[:2]}" if wrong else "")
@@ -62,16 +70,55 @@ def load_weights(model: nn.Module, path: str) -> None:
     model.load_state_dict(sd)
 
 
-def load(path: str, device: str = "cpu") -> nn.Module:
-    """Rebuild the final (pruned) model of a run from its ``final_model.pt``."""
-    from .dependency import ChannelSpace
-    from .models import create_model
-    from .surgery import prune_to
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device, or a one-line ValueError (unknown name, CUDA missing)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available to this torch "
+                         f"({torch.__version__}); use device='cpu'")
+    return dev
 
+
+def load(path: str, device: str = "cpu") -> nn.Module:
+    """Rebuild the final (pruned) model of a run from its ``final_model.pt``.
+
+    The model expects input normalised as in training: ``architecture["mean"]``/``["std"]`` of the
+    same file (see :func:`input_normalisation`)."""
+    dev = check_device(device)   # before any work
     obj = read_checkpoint(path)
     arch = obj.get("architecture")
     if not isinstance(arch, dict) or "model" not in arch:
         raise CheckpointError(f"{path!r} has no architecture description; pass a run's final_model.pt")
+    damaged = f"{path!r} is damaged or was edited"
+    fix = "use the run's checkpoints or best.pt, or train it again"
+    try:
+        model = _rebuild(arch)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path!r}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{damaged}: its architecture description is invalid ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); {fix}") from None
+    sd = extract_state_dict(obj)
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what} {keys[:2]}" for what, keys in
+                           (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys)
+        raise CheckpointError(f"{damaged}: its tensors do not match its architecture ({detail}); {fix}")
+    model.load_state_dict(sd)
+    return model.to(dev).eval()
+
+
+def _rebuild(arch: dict) -> nn.Module:
+    """A fresh registry model with the recorded prune replayed (no weights loaded)."""
+    from .dependency import ChannelSpace
+    from .models import create_model
+    from .surgery import prune_to
+
     model = create_model(arch["model"], num_classes=arch["num_classes"], in_channels=arch["in_channels"],
                          **arch.get("model_options", {}))
     pruning: Optional[dict] = arch.get("pruning")
@@ -81,8 +128,14 @@ def load(path: str, device: str = "cpu") -> nn.Module:
         with torch.enable_grad():   # DepGraph traces with autograd; load() is often called under no_grad
             space = ChannelSpace(model, torch.randn(1, arch["in_channels"], size, size))
             if [[g.key, g.size] for g in space.groups] != [list(g) for g in pruning["groups"]]:
-                raise CheckpointError(f"{path!r}: the model's channel groups differ from the saved ones "
-                                      f"(different ocspruner or torch-pruning version?)")
+                raise CheckpointError("the model's channel groups differ from the saved ones "
+                                      "(different ocspruner or torch-pruning version?)")
             prune_to(model, space, space.keep_mask({k: frozenset(v) for k, v in pruning["kept"].items()}))
-    model.load_state_dict(extract_state_dict(obj))
-    return model.to(device).eval()
+    return model
+
+
+def input_normalisation(path: str) -> tuple:
+    """``(mean, std)`` per input channel that the model of ``final_model.pt`` was trained with:
+    feed it ``(image_in_0_1 - mean) / std`` (None, None when the file does not record them)."""
+    arch = read_checkpoint(path).get("architecture") or {}
+    return arch.get("mean"), arch.get("std")

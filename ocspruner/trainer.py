@@ -3,7 +3,9 @@ differs only by its strategy object (``methods.py``).
 
 A run directory holds: config.yaml (resolved), metrics.jsonl (one line per epoch), tb/ (TensorBoard
 events), checkpoints/ (atomic, last N kept), best.pt, final_model.pt + architecture.json,
-channels.json, summary.json and plots/.
+channels.json, summary.json and plots/. Its name, lock and files belong to ``rundir.RunDir``: a
+new run never writes into a directory holding another run (unless ``overwrite``), and a second
+process is refused while this one writes.
 
 Multi-process training: ``torchrun --nproc_per_node=N -m ocspruner train ...`` runs the same
 loop in N processes (CPU: gloo; GPU: NCCL, one GPU per process at ``cuda:LOCAL_RANK``; see
@@ -41,10 +43,11 @@ import torch.nn.functional as F
 import yaml
 
 from . import distributed
-from .checkpoint import CheckpointManager, atomic_write_text, atomic_torch_save
+from .checkpoint import CheckpointManager
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
+from .rundir import RunDir
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,7 +76,10 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, model: Optional[nn.Module] = None, bundle=None,
-                 method: Optional[Method] = None, run_dir: Optional[str] = None):
+                 method: Optional[Method] = None, run_dir: Optional[str] = None, overwrite: bool = False):
+        """``run_dir``: an existing directory to write (to resume it, or a caller's own); by
+        default ``cfg.out_dir/cfg.name`` (refused if it holds a run, unless ``overwrite``), or a
+        new unique name. The directory is locked first, before any data is loaded."""
         from .data import build_datasets, build_loaders
         from .models import create_model
 
@@ -83,6 +89,20 @@ class Trainer:
         seed_everything(cfg.seed)
         self.dist = distributed.init_from_env(cfg.device)      # one process unless under torchrun
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
+        self.overwrite = overwrite
+        # rank 0 names and locks the run directory (a time stamp could differ between processes) and alone writes
+        if self.dist.is_main:
+            if run_dir is not None:
+                self.rundir = RunDir(run_dir)
+                self.rundir.lock()
+            else:
+                data_name = bundle.name if bundle is not None else cfg.data.name
+                self.rundir = RunDir.new(cfg.out_dir, cfg.name, stem=f"{cfg.model}-{data_name}-{cfg.method}",
+                                         overwrite=overwrite)
+        picked = distributed.broadcast_object(self.rundir.path if self.dist.is_main else None)
+        if not self.dist.is_main:
+            self.rundir = RunDir(picked)
+        self.run_dir = self.rundir.path
         d = cfg.data
         self.bundle = bundle or build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=cfg.seed,
                                                subset=d.subset, image_size=d.image_size, augment=d.augment,
@@ -120,12 +140,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
-        # rank 0 names the run (the time stamp could differ between processes) and alone writes
-        self.run_dir = distributed.broadcast_object(run_dir or os.path.join(
-            cfg.out_dir, cfg.name or f"{cfg.model}-{self.bundle.name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        if self.dist.is_main:
-            os.makedirs(self.run_dir, exist_ok=True)
-        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.keep_checkpoints,
+        self.ckpt = CheckpointManager(self.rundir.file(RunDir.CHECKPOINTS), cfg.keep_checkpoints,
                                       create=self.dist.is_main)
         self._train_net, self._train_net_key = None, None   # the training forward's wrapper (DDP and/or torch.compile)
         self.compilations = 0
@@ -224,6 +239,30 @@ class Trainer:
         return {"train_loss": loss_sum / max(total, 1), "train_acc": 100.0 * correct / max(total, 1),
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
+    def recalibrate_bn(self) -> bool:
+        """Re-estimate BatchNorm statistics of the current weights on the first
+        ``cfg.bn_recalibration`` training batches (see ``bnstats``), in place, before every
+        validation: the curve, best.pt, checkpoints and final_model.pt hold the statistics that
+        were evaluated. The RNG streams are restored after, so the training is unchanged."""
+        import itertools
+
+        from .bnstats import recalibrate
+
+        if not self.cfg.bn_recalibration:
+            return False
+        rng = self._rng_state()
+        try:
+            def forward(model, batch):
+                x, _ = self._to_device(*batch)
+                with self._autocast():
+                    model(x)
+            used = recalibrate(self.model, itertools.islice(self.train_loader, self.cfg.bn_recalibration), forward)
+        finally:
+            self._restore_rng(rng)
+        if used and self.dist.enabled:   # each process saw its own shard: rank 0's statistics become everyone's
+            distributed.broadcast_module_(self.model, buffers_only=True)
+        return bool(used)
+
     @torch.no_grad()
     def evaluate(self, loader, model: Optional[nn.Module] = None) -> dict:
         model = model or self.model
@@ -251,13 +290,23 @@ class Trainer:
         (checkpoint written, no summary): training continues later with :meth:`resume`."""
         from tqdm.auto import tqdm
 
-        cfg = self.cfg
         main = self.dist.is_main     # only rank 0 writes files and shows progress
-        metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
         if main:
-            atomic_write_text(os.path.join(self.run_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            if self.start_epoch == 0 and os.path.exists(metrics_path):
-                os.remove(metrics_path)
+            self.rundir.lock()       # held already, unless an earlier fit() of this object ended
+            if self.start_epoch == 0:    # a fresh start: the directory holds no other run (or it is replaced)
+                self.rundir.check_fresh(self.overwrite)
+            self.rundir.write_text(RunDir.CONFIG, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        try:
+            return self._fit(stop_after)
+        finally:
+            if main:
+                self.rundir.unlock()
+
+    def _fit(self, stop_after: Optional[int]) -> Optional[dict]:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        main = self.dist.is_main
         writer = self._tensorboard() if main else None
         show = cfg.progress and main
         total = self.total_epochs
@@ -280,6 +329,7 @@ class Trainer:
                 raise TrainingDiverged(f"{exc}; {keep}; lower optim.lr or check the data") from None
             finally:
                 bar.close()
+            self.recalibrate_bn()
             val = self.evaluate(self.val_loader)
             epoch_time = time.perf_counter() - t0
             self.elapsed += epoch_time
@@ -291,14 +341,13 @@ class Trainer:
                    "elapsed": self.elapsed, "events": info.get("events", []),
                    "group_norms": info.get("group_norms"), "cpu_elapsed": self.cpu_elapsed, **info.get("log", {})}
             if main:
-                with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                self.rundir.append_line(RunDir.METRICS, json.dumps(row))
             self._log_tb(writer, row)
             final_arch = info.get("stage") in ("pruned", "dense")
             if final_arch and val["acc"] is not None and val["acc"] > self.best["val_acc"]:
                 self.best = {"val_acc": val["acc"], "epoch": epoch}    # val metrics are reduced: same on all ranks
                 if main:
-                    atomic_torch_save({"model": self.model.state_dict(), "epoch": epoch}, os.path.join(self.run_dir, "best.pt"))
+                    self.rundir.save_torch(RunDir.BEST, {"model": self.model.state_dict(), "epoch": epoch})
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == total:
                 self._save_checkpoint(epoch)
             epochs_bar.set_postfix(stage=row["stage"], val=f"{val['acc'] if val['acc'] is not None else float('nan'):.1f}",
@@ -356,16 +405,31 @@ class Trainer:
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    def _restore_rng(self, rng: dict) -> None:
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        for key, gen in self._generators().items():
+            if key in rng:
+                gen.set_state(rng[key])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
     def resume(self, checkpoint: Optional[str] = None) -> int:
         """Continue from the newest checkpoint of this run directory (or ``checkpoint``): model,
         optimizer, method state (sub-network history, lambda, stage; a past prune is replayed),
-        RNG and data order. Returns the epoch training continues from."""
+        RNG and data order. Returns the epoch training continues from. A newest checkpoint that
+        cannot be read (truncated by a kill or a full disk) is skipped for the next older one."""
         from .io import CheckpointError, read_checkpoint
 
-        path = distributed.broadcast_object(checkpoint or self.ckpt.latest())   # every rank loads rank 0's pick
-        if path is None:
-            raise CheckpointError(f"no checkpoint to resume in {self.ckpt.directory}; start the run without --resume")
-        state = read_checkpoint(path)
+        if self.dist.is_main and self.rundir.is_finished() and checkpoint is None:
+            raise CheckpointError(f"{self.run_dir!r} is a finished run, there is nothing to resume; export, bench or "
+                                  f"report it, or start a new run")
+        path, state = None, None
+        if self.dist.is_main:
+            path, state = (checkpoint, None) if checkpoint else self.ckpt.read_newest()
+        path = distributed.broadcast_object(path)   # every rank loads rank 0's pick
+        if state is None:
+            state = read_checkpoint(path)
         if not {"epoch", "model", "optimizer", "method", "config"} <= set(state):
             raise CheckpointError(f"{path!r} is not an ocspruner training checkpoint")
         mine, saved = _flatten(self.cfg.to_dict()), _flatten(state["config"])
@@ -382,29 +446,23 @@ class Trainer:
             raise CheckpointError(f"{path!r} does not fit this run ({str(exc).splitlines()[0][:120]})") from None
         per_rank = state.get("rng_ranks")
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else state.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        for key, gen in self._generators().items():
-            if key in rng:
-                gen.set_state(rng[key])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._restore_rng(rng)
         self.start_epoch = int(state["epoch"]) + 1
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
         self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
         self.time_to_prune = state.get("time_to_prune")
-        metrics = os.path.join(self.run_dir, "metrics.jsonl")
-        if self.dist.is_main and os.path.exists(metrics):   # drop lines of epochs after the checkpoint (they will be redone)
-            kept = [l for l in open(metrics) if l.strip() and json.loads(l)["epoch"] < self.start_epoch]
-            atomic_write_text(metrics, "".join(kept))
+        if self.dist.is_main and self.rundir.exists(RunDir.METRICS):   # drop epochs after the checkpoint (redone)
+            with open(self.rundir.file(RunDir.METRICS)) as fh:
+                kept = [line for line in fh if (_epoch_of(line) is not None and _epoch_of(line) < self.start_epoch)]
+            self.rundir.write_text(RunDir.METRICS, "".join(kept))
         return self.start_epoch
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot."""
         final_test = self.evaluate(self.test_loader)
         best_test = None
-        best_path = os.path.join(self.run_dir, "best.pt")
+        best_path = self.rundir.file(RunDir.BEST)
         if distributed.broadcast_object(os.path.exists(best_path) and self.best["epoch"] is not None):
             twin = copy.deepcopy(self.model)
             if self.dist.is_main:
@@ -419,13 +477,12 @@ class Trainer:
                 "image_size": self.bundle.image_size, "dataset": self.bundle.name,
                 "mean": list(self.bundle.mean), "std": list(self.bundle.std),
                 "pruning": self.method.architecture()}
-        atomic_write_text(os.path.join(self.run_dir, "architecture.json"), json.dumps(arch, indent=1))
-        atomic_torch_save({"architecture": arch, "state_dict": self.model.state_dict()},
-                          os.path.join(self.run_dir, "final_model.pt"))
+        self.rundir.write_json(RunDir.ARCHITECTURE, arch)
+        self.rundir.save_torch(RunDir.FINAL_MODEL, {"architecture": arch, "state_dict": self.model.state_dict()})
         channels = self.method.kept_channels()
         if channels:
-            atomic_write_text(os.path.join(self.run_dir, "channels.json"), json.dumps({"layers": channels}, indent=1))
-        last = _last_metrics(os.path.join(self.run_dir, "metrics.jsonl"))
+            self.rundir.write_json(RunDir.CHANNELS, {"layers": channels})
+        last = _last_metrics(self.rundir.file(RunDir.METRICS))
         summary = {"method": self.cfg.method, "model": self.cfg.model, "dataset": self.bundle.name,
                    "epochs": self.total_epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
                    **self.method.summary(),
@@ -436,7 +493,7 @@ class Trainer:
         for k in ("flops", "params"):
             if summary.get(f"dense_{k}"):
                 summary[f"{k}_ratio"] = summary[f"final_{k}"] / summary[f"dense_{k}"]
-        atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=1))
+        self.rundir.write_json(RunDir.SUMMARY, summary)
         try:
             from .reporting import write_all_plots
             summary["plots"] = write_all_plots(self.run_dir)
@@ -461,7 +518,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # tensorboard not installed: metrics.jsonl still has everything
             return None
-        return SummaryWriter(os.path.join(self.run_dir, "tb"))
+        return SummaryWriter(self.rundir.file(RunDir.TB))
 
     @staticmethod
     def _log_tb(writer, row: dict) -> None:
@@ -482,6 +539,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _epoch_of(line: str) -> Optional[int]:
+    """The epoch of one metrics.jsonl line; None for a blank or half-written (killed) line."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _last_metrics(path: str) -> dict:

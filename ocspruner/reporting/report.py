@@ -7,7 +7,8 @@ pruning vs kept set during sparsity learning (supplement Fig. 5), retained chann
 measured at the end of a run with a latency budget) and the export checks (``export/export.json``).
 
 Everything is read from the run directory's files, so ``python3 -m ocspruner report RUN_DIR``
-regenerates the report of any finished run.
+regenerates the report of any finished run. Every path in the report is relative to the report
+(the run directory can be moved or copied whole).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import os
 from typing import Any, Optional
 
+from ..rundir import RunDir
 from .plots import load_run, write_all_plots
 
 
@@ -88,7 +90,7 @@ def accuracy_section(s: dict) -> list:
             f"Stages: t_sl-start = {s.get('t_sl_start')}, t* = {s.get('t_star')} (epochs, 0-based).", ""]
 
 
-def cost_section(s: dict, metrics: list, dense: Optional[dict]) -> list:
+def cost_section(s: dict, metrics: list, dense: Optional[dict], dense_rel: Optional[str] = None) -> list:
     lines = ["## Cost", "", f"Training wall time {_secs(s.get('wall_time'))} for {s.get('epochs')} epochs"
              + (f"; {_secs(s['time_to_prune'])} until the prune at t*." if s.get("time_to_prune") else ".")]
     times = [m.get("epoch_time") for m in metrics if isinstance(m.get("epoch_time"), (int, float))]
@@ -108,7 +110,7 @@ def cost_section(s: dict, metrics: list, dense: Optional[dict]) -> list:
         if dense.get("final_test_acc") is not None and s.get("final_test_acc") is not None:
             lines.append(f"| test accuracy (final) | {_pct(dense['final_test_acc'])} | {_pct(s['final_test_acc'])} | "
                          f"{s['final_test_acc'] - dense['final_test_acc']:+.2f} pt |")
-        lines.append(f"\nDense run: `{dense.get('run_dir', '?')}`.")
+        lines.append(f"\nDense run: `{dense_rel or dense.get('run_dir', '?')}` (relative to this report).")
     else:
         lines.append("No dense run given (`ocspruner report RUN_DIR --dense DENSE_RUN_DIR` adds the comparison).")
     lines.append("")
@@ -156,14 +158,22 @@ def latency_section(run_dir: str, s: dict) -> list:
     return lines
 
 
+def _export_file(run_dir: str, r: dict) -> str:
+    """An exported file's path relative to the run directory (older export.json: absolute paths)."""
+    if r.get("file"):
+        return os.path.join(RunDir.EXPORT, r["file"])
+    p = r.get("path", "?")
+    return os.path.relpath(p, os.path.abspath(run_dir)) if os.path.isabs(p) else p
+
+
 def export_section(run_dir: str) -> list:
-    exp = _read(os.path.join(run_dir, "export", "export.json"))
+    exp = _read(os.path.join(run_dir, RunDir.EXPORT, "export.json"))
     if not exp or not isinstance(exp.get("formats"), dict):
         return ["## Export", "", "Not exported: `python3 -m ocspruner export RUN_DIR` writes TorchScript and ONNX "
                 "files, each checked against the PyTorch model.", ""]
     lines = ["## Export", "", "| format | file | max abs diff | check |", "| --- | --- | ---: | --- |"]
     for fmt, r in exp["formats"].items():
-        lines.append(f"| {fmt} | `{os.path.relpath(r['path'], run_dir) if os.path.isabs(r['path']) else r['path']}` | "
+        lines.append(f"| {fmt} | `{_export_file(run_dir, r)}` | "
                      f"{r['max_abs_diff']:.2e} | {'ok' if r.get('ok') else 'FAILED'} (<= {r.get('atol')}) |")
     return lines + [""]
 
@@ -177,33 +187,39 @@ def write_report(run_dir: str, plots: Optional[list] = None, dense_run: Optional
     ``measure_latency``: time dense vs pruned now (``bench.json``); by default only for a run with
     a latency budget that has no ``bench.json`` yet.
     """
-    from ..checkpoint import atomic_write_text
-
-    for name in ("metrics.jsonl", "summary.json"):
-        if not os.path.isfile(os.path.join(run_dir, name)):
+    rd = RunDir(run_dir)
+    for name in (RunDir.METRICS, RunDir.SUMMARY):
+        if not rd.exists(name):
             raise ReportError(f"{run_dir!r} has no {name}; give the directory of a finished run")
+    with rd.writing():
+        return _write_report(rd, plots, dense_run, measure_latency)
+
+
+def _write_report(rd: RunDir, plots, dense_run, measure_latency) -> str:
+    run_dir = rd.path
     run = load_run(run_dir)
     metrics, s = run["metrics"], run["summary"]
     if plots is None:
         write_all_plots(run_dir)
     if measure_latency is None:
-        measure_latency = s.get("metric") == "latency" and not os.path.isfile(os.path.join(run_dir, "bench.json"))
+        measure_latency = s.get("metric") in ("latency", "train_latency") and not rd.exists(RunDir.BENCH)
     if measure_latency:
         from ..bench import bench_run
-        cfg = _read_yaml(os.path.join(run_dir, "config.yaml"))
+        cfg = _read_yaml(rd.file(RunDir.CONFIG))
         batch = ((cfg.get("pruning") or {}).get("latency_batch")) or 1
         bench_run(run_dir, batch_sizes=(batch,), warmup=3, repeats=20)
     dense = None
     if dense_run:
-        dense = _read(os.path.join(dense_run, "summary.json"))
+        dense = RunDir(dense_run).read_json(RunDir.SUMMARY)
         if dense is None:
             raise ReportError(f"{dense_run!r} has no summary.json; give the directory of a finished dense run")
-    plots_dir = os.path.join(run_dir, "plots")
+    plots_dir = rd.file(RunDir.PLOTS)
     lines = [f"# Run report: {s.get('model')} on {s.get('dataset')}, method {s.get('method')}", "",
-             f"Run directory `{os.path.abspath(run_dir)}`; {s.get('epochs')} epochs, seed {s.get('seed')}.", ""]
+             f"Run `{os.path.basename(os.path.abspath(run_dir))}` (this report's directory); {s.get('epochs')} "
+             f"epochs, seed {s.get('seed')}. Paths below are relative to this report.", ""]
     lines += budget_section(s)
     lines += accuracy_section(s)
-    lines += cost_section(s, metrics, dense)
+    lines += cost_section(s, metrics, dense, rd.relpath(dense_run) if dense_run else None)
     lines += ["## Sub-network stability (Fig. 3)", "",
               "Jaccard similarity J of the temporary sub-network with the one i epochs earlier (Eq. 3) and its "
               "window average J_avg (Eq. 4); sparsity learning starts after t_sl-start (Eq. 5), the model is "
@@ -225,9 +241,7 @@ def write_report(run_dir: str, plots: Optional[list] = None, dense_run: Optional
     lines += ["## Files", "",
               "`final_model.pt` (loads with `ocspruner.load(path)`, weights-only), `architecture.json`, "
               "`channels.json`, `metrics.jsonl`, `summary.json`, `config.yaml`, `plots/`.", ""]
-    path = os.path.join(run_dir, "report.md")
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    return rd.write_text(RunDir.REPORT, "\n".join(lines))
 
 
 def _read_yaml(path: str) -> dict:
