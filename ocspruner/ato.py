@@ -275,6 +275,7 @@ class AutoTrainOnce(ChannelMethod):
         self.epoch, self.step, self.frozen, self.freeze_epoch = 0, 0, False, None
         self.ctrl_data = None
         self.final_prune_max_norm: Optional[float] = None
+        self.repair_added: Optional[int] = None     # channels the freeze added to the controller's mask
 
     def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
         n = len(train_dataset)
@@ -319,7 +320,7 @@ class AutoTrainOnce(ChannelMethod):
         from .importance import group_l2
         from .surgery import zero_pruned_
 
-        keep = self.mask.clone()
+        keep = proposed = self.mask.clone()
         if float(self.cost.evaluate(keep, self.metric)) > self.partitioner.dense_cost * (1 - self.target) * (1 + 1e-9):
             scores = group_l2(dict(self.model.named_parameters()), self.space)
             scores = scores + torch.where(keep, scores.max() + 1.0, torch.zeros_like(scores))   # masked-out go first
@@ -331,7 +332,9 @@ class AutoTrainOnce(ChannelMethod):
         zero_optimizer_state_(optimizer, self.model, self.space, keep)
         self.mask, self.frozen, self.freeze_epoch = keep, True, epoch
         got = self._reduction(keep)
-        msg = (f"mask frozen at epoch {epoch}: {int((~keep).sum())} channels out, {got:.2%} {self.metric} removed "
+        self.repair_added = int((proposed & ~keep).sum())
+        msg = (f"mask frozen at epoch {epoch}: {int((~keep).sum())} channels out ({self.repair_added} added by the "
+               f"budget repair to the controller's), {got:.2%} {self.metric} removed "
                f"(target {self.target:.2%}); {len(live)} still-live channels zeroed (max norm "
                f"{float(live.max()) if len(live) else 0.0:.3g}); {self.cfg.epochs - epoch} epochs to recover")
         if abs(got - self.target) > 0.01:
@@ -390,7 +393,8 @@ class AutoTrainOnce(ChannelMethod):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
                 "mask": self.mask.to(torch.uint8), "step": self.step, "frozen": self.frozen,
-                "freeze_epoch": -1 if self.freeze_epoch is None else self.freeze_epoch}
+                "freeze_epoch": -1 if self.freeze_epoch is None else self.freeze_epoch,
+                "repair_added": -1 if self.repair_added is None else self.repair_added}
 
     def load_state_dict(self, state, optimizer=None) -> None:
         super().load_state_dict(state, optimizer)
@@ -398,10 +402,12 @@ class AutoTrainOnce(ChannelMethod):
         self.ctrl_opt.load_state_dict(state["ctrl_opt"])
         self.mask, self.step, self.frozen = state["mask"].bool(), int(state["step"]), bool(state.get("frozen", False))
         self.freeze_epoch = None if state.get("freeze_epoch", -1) < 0 else int(state["freeze_epoch"])
+        self.repair_added = None if state.get("repair_added", -1) < 0 else int(state["repair_added"])
 
     def summary(self) -> dict:
         out = super().summary()
         return {**out, "t_star": self.freeze_epoch, "final_prune_max_norm": self.final_prune_max_norm,
+                "repair_added": self.repair_added,
                 "budget_miss": (1 - out["final_" + self.metric] / out["dense_" + self.metric]) - self.target}
 
 
