@@ -43,26 +43,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30) -> dict:
-    """Seconds per forward call, ``repeats`` samples per model, the models interleaved call by call
-    (order reversed every other round). Returns ``{name: [seconds, ...]}`` in round order."""
+def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30, clock: str = "wall",
+                     mode: str = "inference") -> dict:
+    """Seconds per call by the concrete ``clock`` (clock.py), ``repeats`` samples per model, the
+    models interleaved call by call (order reversed every other round). A call is an inference
+    forward (``mode="inference"``) or a training step's forward + backward (``"train"``; BatchNorm
+    statistics are restored afterwards). Returns ``{name: [seconds, ...]}`` in round order."""
+    from contextlib import ExitStack
+
+    from .clock import clock_function
+    from .latency import step_function, timing_mode
+
+    timer = clock_function(clock)
     names = list(models)
     device = x.device
-    for name in names:
-        models[name].eval()
-        for _ in range(warmup):
-            models[name](x)
-    _sync(device)
-    times = {name: [] for name in names}
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            _sync(device)
-            t0 = time.perf_counter()
-            models[name](x)
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+    with ExitStack() as stack:
+        calls = {}
+        for name in names:
+            stack.enter_context(timing_mode(models[name], mode))
+            calls[name] = step_function(models[name], x, mode)
+            for _ in range(warmup):
+                calls[name]()
+        _sync(device)
+        times = {name: [] for name in names}
+        for r in range(repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                _sync(device)
+                t0 = timer()
+                calls[name]()
+                _sync(device)
+                times[name].append(timer() - t0)
     return times
+
+
+def paired_speedup(reference: Sequence[float], times: Sequence[float]) -> float:
+    """Median over rounds of reference time / model time of the SAME round."""
+    return statistics.median(a / b for a, b in zip(reference, times))
 
 
 def model_cost(model: nn.Module, example_inputs: torch.Tensor) -> dict:
@@ -83,14 +99,18 @@ def layer_widths(model: nn.Module) -> list:
 
 def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 64),
                  warmup: int = 5, repeats: int = 30, device: str = "cpu", threads: Optional[int] = None,
-                 reference: Optional[str] = None, channels_last: bool = False, progress=None) -> dict:
+                 reference: Optional[str] = None, channels_last: bool = False, progress=None,
+                 clock: str = "auto", training: bool = True) -> dict:
     """Time every model of ``models`` (name -> nn.Module, same input) at each batch size.
 
     ``reference`` (default: the first model) is the dense baseline of the speedups. Returns a dict
-    with the setting (device, threads, torch) and one row per (batch, model): FLOPs, params,
+    with the setting (device, threads, torch, clock) and one row per (batch, model): FLOPs, params,
     median and p90 latency (ms), throughput (examples/s), measured speedup, theoretical speedup
-    (reference FLOPs / model FLOPs) and efficiency (measured / theoretical). ``progress``: a
-    callable given one line before each batch size is timed (the CLI prints it).
+    (reference FLOPs / model FLOPs) and efficiency (measured / theoretical); with ``training``
+    also the training step's (forward + backward) median time and speed-up. ``clock``: see
+    clock.py (``auto``: per-thread CPU time on one thread, process CPU time on several, wall on
+    CUDA). ``progress``: a callable given one line before each batch size is timed (the CLI
+    prints it).
     """
     if not models:
         raise ValueError("no models to benchmark")
@@ -101,8 +121,13 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if threads:
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         torch.set_num_threads(int(threads))
+    from .clock import DESCRIPTIONS, resolve_clock
+
+    clock = resolve_clock(clock, str(dev))
     reference = reference or next(iter(models))
     example = torch.randn(1, *input_shape)
     costs = {name: model_cost(m, example) for name, m in models.items()}
@@ -115,19 +140,23 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
             progress(f"timing batch {batch} ({i + 1}/{len(batch_sizes)}): {', '.join(nets)}, "
                      f"{warmup} warm-up + {repeats} interleaved calls each")
         x = torch.randn(int(batch), *input_shape, generator=gen).to(dev).contiguous(memory_format=fmt)
-        times = time_interleaved(nets, x, warmup, repeats)
-        ref = times[reference]
+        times = time_interleaved(nets, x, warmup, repeats, clock)
+        train = time_interleaved(nets, x, warmup, repeats, clock, "train") if training else None
         for name in nets:
             t = times[name]
             med = statistics.median(t)
-            speedup = statistics.median(a / b for a, b in zip(ref, t))      # paired by round
             theoretical = costs[reference]["flops"] / costs[name]["flops"]
-            rows.append({"model": name, "batch": int(batch), "flops": costs[name]["flops"],
-                         "params": costs[name]["params"], "median_ms": 1e3 * med,
-                         "p90_ms": 1e3 * percentile(t, 90), "throughput": int(batch) / med,
-                         "speedup": speedup, "theoretical_speedup": theoretical,
-                         "efficiency": speedup / theoretical})
-    return {"device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+            row = {"model": name, "batch": int(batch), "flops": costs[name]["flops"],
+                   "params": costs[name]["params"], "median_ms": 1e3 * med,
+                   "p90_ms": 1e3 * percentile(t, 90), "throughput": int(batch) / med,
+                   "speedup": paired_speedup(times[reference], t), "theoretical_speedup": theoretical}
+            row["efficiency"] = row["speedup"] / theoretical
+            if train is not None:
+                row["train_median_ms"] = 1e3 * statistics.median(train[name])
+                row["train_speedup"] = paired_speedup(train[reference], train[name])
+            rows.append(row)
+    return {"device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "clock": clock,
+            "clock_description": DESCRIPTIONS[clock],
             "threads": torch.get_num_threads(), "torch": torch.__version__, "input_shape": list(input_shape),
             "warmup": warmup, "repeats": repeats, "channels_last": channels_last, "reference": reference,
             "widths": {name: layer_widths(m) for name, m in models.items()}, "rows": rows}
@@ -138,13 +167,19 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
 # ---------------------------------------------------------------------------------------------
 def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optional[torch.Tensor],
                    target: float, round_to: int = 1, max_prune_fraction: float = 0.75,
-                   metric: str = "flops") -> tuple:
-    """A pruned deep copy of ``model``: partition at ``target`` (Eq. 1) by ``scores`` (default:
-    Eq. 2 saliency of the model's current weights), then physical pruning. Returns
+                   metric: str = "flops", partition: str = "ranking", latency_batch: int = 64,
+                   setup: Optional[dict] = None) -> tuple:
+    """A pruned deep copy of ``model``: partition at ``target`` of ``metric`` (Eq. 1) by ``scores``
+    (default: Eq. 2 saliency of the model's current weights) with the ``partition`` strategy,
+    then physical pruning. For a measured metric (``latency``, ``train_latency``) the per-layer
+    table is measured here at ``latency_batch`` and calibrated in a closed loop, as the engine
+    does; ``setup`` (a dict), if given, receives the clock and the calibration rounds. Returns
     ``(pruned model, keep mask, achieved reduction)``."""
     from .cost import CostModel
     from .dependency import ChannelSpace
+    from .engine import LATENCY_METRICS, build_latency_table
     from .importance import group_l2
+    from .latency import calibrate_latency
     from .partition import Partitioner
     from .surgery import prune_to
 
@@ -153,8 +188,15 @@ def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optio
     cost = CostModel(space)
     if scores is None:
         scores = group_l2(dict(twin.named_parameters()), space)
+    if metric in LATENCY_METRICS:
+        table = build_latency_table(cost, example_inputs.cpu()[:1], latency_batch, metric)
+        history = calibrate_latency(table, lambda: scores, target, max_prune_fraction=max_prune_fraction,
+                                    round_to=round_to, strategy=partition)
+        if setup is not None:
+            setup.update({"clock": table.clock, "latency_batch": latency_batch,
+                          "calibration": [[round(p, 4), round(m, 4)] for p, m in history]})
     # with round_to > 1 the partition gives whole blocks back up to the budget (partition.py)
-    keep = Partitioner(cost, metric, max_prune_fraction, round_to).partition(scores, target).keep
+    keep = Partitioner(cost, metric, max_prune_fraction, round_to, partition).partition(scores, target).keep
     prune_to(twin, space, keep)
     return twin.eval(), keep, 1.0 - float(cost.evaluate(keep, metric)) / cost.dense[metric]
 
@@ -227,24 +269,35 @@ def bench_run(run_dir: str, batch_sizes=(1, 64), round_to: int = 1, out: Optiona
 
 def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: int = 1,
                 input_size: Optional[int] = None, num_classes: int = 10, model_options: Optional[dict] = None,
-                max_prune_fraction: float = 0.75, out: Optional[str] = None, seed: int = 0, **kw) -> dict:
-    """Bench a registry model against its prune at ``target`` FLOPs: partition by Eq. 2 saliency of
-    the random initial weights (seed ``seed``), and with ``round_to`` > 1 the same with rounding."""
+                max_prune_fraction: float = 0.75, out: Optional[str] = None, seed: int = 0,
+                metric: str = "flops", partition: str = "ranking", **kw) -> dict:
+    """Bench a registry model against its prune at ``target`` of ``metric`` (``flops``, ``params``,
+    ``latency`` or ``train_latency``, measured here at the largest batch size) with the
+    ``partition`` strategy (``ranking``: the paper's; ``knapsack``: cost-aware): partition by
+    Eq. 2 saliency of the random initial weights (seed ``seed``), and with ``round_to`` > 1 the
+    same with rounding."""
     from .models import create_model, default_input_size
 
+    if kw.get("threads") is not None:   # the latency table must be measured as bench will time
+        if int(kw["threads"]) < 1:
+            raise ValueError(f"threads must be a positive integer, got {kw['threads']!r}")
+        torch.set_num_threads(int(kw["threads"]))
     torch.manual_seed(seed)
     dense = create_model(model, num_classes=num_classes, **(model_options or {})).eval()
     size = input_size or default_input_size(model)
     shape = (3, size, size)
     example = torch.randn(1, *shape)
-    pruned, keep, red = pruned_variant(dense, example, None, target, 1, max_prune_fraction)
+    setup: dict = {}
+    variant = dict(metric=metric, partition=partition, latency_batch=max(int(b) for b in batch_sizes))
+    pruned, keep, red = pruned_variant(dense, example, None, target, 1, max_prune_fraction, setup=setup, **variant)
     models = {"dense": dense, "pruned": pruned}
     if round_to > 1:
         models[f"pruned_r{round_to}"], _, _ = pruned_variant(dense, example, None, target, round_to,
-                                                             max_prune_fraction)
+                                                             max_prune_fraction, **variant)
     result = bench_models(models, shape, batch_sizes, **kw)
-    result.update({"model": model, "target": target, "round_to": round_to,
-                   "partition": "Eq. 2 saliency of random-init weights (seed %d)" % seed})
+    result.update({"model": model, "target": target, "round_to": round_to, "metric": metric,
+                   "partition": partition, "achieved_reduction": red, "setup": setup,
+                   "scores": "Eq. 2 saliency of random-init weights (seed %d)" % seed})
     if out:
         _write(result, out)
     return result
@@ -257,30 +310,44 @@ def _write(result: dict, path: str) -> None:
 
 
 def format_table(result: dict) -> str:
-    """Table 9-style text table of a :func:`bench_models` result."""
+    """Table 9-style text table of a :func:`bench_models` result: the FLOPs ratio ("theory"),
+    the measured inference speed-up and efficiency, the training-step speed-up, and the clock."""
+    train = any("train_speedup" in r for r in result["rows"])
     head = (f"{'model':<12} {'MFLOPs':>9} {'params M':>9} {'batch':>5} {'median ms':>10} {'p90 ms':>8} "
-            f"{'img/s':>9} {'speedup':>8} {'theory':>7} {'eff.':>6}")
+            f"{'img/s':>9} {'speedup':>8} {'theory':>7} {'eff.':>6}" + (f" {'train ms':>9} {'train sp.':>9}" if train else ""))
     lines = [f"device {result['device']}, {result['threads']} threads, torch {result['torch']}, "
-             f"{result['repeats']} interleaved rounds after {result['warmup']} warm-up calls", head, "-" * len(head)]
+             f"{result['repeats']} interleaved rounds after {result['warmup']} warm-up calls",
+             f"clock: {result.get('clock_description', 'wall clock (time.perf_counter)')}; speed-ups are medians "
+             f"of per-round ratios; 'theory' is the FLOPs ratio", head, "-" * len(head)]
     for r in result["rows"]:
-        lines.append(f"{r['model']:<12} {r['flops'] / 1e6:>9.2f} {r['params'] / 1e6:>9.3f} {r['batch']:>5} "
-                     f"{r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['throughput']:>9.1f} "
-                     f"{r['speedup']:>7.2f}x {r['theoretical_speedup']:>6.2f}x {100 * r['efficiency']:>5.0f}%")
+        line = (f"{r['model']:<12} {r['flops'] / 1e6:>9.2f} {r['params'] / 1e6:>9.3f} {r['batch']:>5} "
+                f"{r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['throughput']:>9.1f} "
+                f"{r['speedup']:>7.2f}x {r['theoretical_speedup']:>6.2f}x {100 * r['efficiency']:>5.0f}%")
+        if "train_speedup" in r:
+            line += f" {r['train_median_ms']:>9.2f} {r['train_speedup']:>8.2f}x"
+        lines.append(line)
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
 
 
 def format_markdown(result: dict) -> str:
-    """The same table in Markdown (for report.md)."""
-    lines = ["| model | MFLOPs | params (M) | batch | median (ms) | p90 (ms) | img/s | speedup | theoretical | efficiency |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """The same table in Markdown (for report.md), with the clock named under it."""
+    train = any("train_speedup" in r for r in result["rows"])
+    lines = ["| model | MFLOPs | params (M) | batch | median (ms) | p90 (ms) | img/s | speedup | theoretical (FLOPs) "
+             "| efficiency |" + (" train step (ms) | train speedup |" if train else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if train else "")]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e6:.3f} | {r['batch']} | "
-                     f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['throughput']:.1f} | {r['speedup']:.2f}x | "
-                     f"{r['theoretical_speedup']:.2f}x | {100 * r['efficiency']:.0f}% |")
+        line = (f"| {r['model']} | {r['flops'] / 1e6:.2f} | {r['params'] / 1e6:.3f} | {r['batch']} | "
+                f"{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['throughput']:.1f} | {r['speedup']:.2f}x | "
+                f"{r['theoretical_speedup']:.2f}x | {100 * r['efficiency']:.0f}% |")
+        if "train_speedup" in r:
+            line += f" {r['train_median_ms']:.2f} | {r['train_speedup']:.2f}x |"
+        lines.append(line)
+    lines.append("")
+    lines.append(f"Clock: {result.get('clock_description', 'wall clock (time.perf_counter)')}.")
     return "\n".join(lines)
 
 
 __all__ = ["bench_models", "bench_run", "bench_named", "time_interleaved", "pruned_variant", "rounded_variant",
-           "percentile", "format_table", "format_markdown"]
+           "percentile", "paired_speedup", "format_table", "format_markdown"]

@@ -46,7 +46,8 @@ def resolve_clock(name: str = "auto", device: str = "cpu", threads: Optional[int
     if on_gpu and name != "wall":
         raise ValueError(f"clock {name!r} cannot time GPU work (it runs on the device); use the wall clock")
     if name == "thread_cpu" and threads != 1:
-        raise ValueError(f"clock 'thread_cpu' misses the work of the other {threads - 1} intra-op threads; "
+        raise ValueError(f"clock 'thread_cpu' times one thread and would miss the work of the {threads - 1} other "
+                         f"intra-op thread(s); "
                          f"use 1 thread (--threads 1) or the clock 'process_cpu'")
     return name
 

@@ -50,16 +50,21 @@ def _time(fn, repeats: int, warmup: int = 2, timer: Callable[[], float] = time.p
 
 def step_function(model: nn.Module, example_inputs, mode: str = "inference") -> Callable[[], object]:
     """One call of what a latency metric times: an inference forward (eval mode, no autograd) or
-    a training step's forward + backward (train mode; gradients are returned by autograd.grad, not
-    accumulated into ``.grad``). Put the model in the right mode and grad state around it with
-    :func:`timing_mode`."""
+    a training step's forward + backward (train mode; gradients are freshly allocated each call,
+    as after ``zero_grad(set_to_none=True)``). Put the model in the right mode and grad state
+    around it with :func:`timing_mode`, which also restores ``.grad`` afterwards."""
     inputs = _as_tuple(example_inputs)
     if mode == "inference":
         return lambda: model(*inputs)
-    params = [p for p in model.parameters() if p.requires_grad]
-    out = model(*inputs)
-    grad_out = torch.randn_like(out)
-    return lambda: torch.autograd.grad(model(*inputs), params, grad_out)
+    leaves = [p for p in model.parameters() if p.requires_grad] + \
+        [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+    grad_out = torch.randn_like(model(*inputs))
+
+    def step():
+        for t in leaves:
+            t.grad = None
+        model(*inputs).backward(grad_out)
+    return step
 
 
 class timing_mode:
@@ -77,6 +82,7 @@ class timing_mode:
         self.grad = torch.is_grad_enabled()
         if self.mode == "train":
             self.buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+            self.grads = [(p, p.grad) for p in self.model.parameters()]
             self.model.train()
             torch.set_grad_enabled(True)
         else:
@@ -89,6 +95,8 @@ class timing_mode:
             with torch.no_grad():
                 for k, v in self.model.named_buffers():
                     v.copy_(self.buffers[k])
+            for p, g in self.grads:
+                p.grad = g
         self.model.train(self.was_training)
         torch.set_grad_enabled(self.grad)
         return False
@@ -100,12 +108,6 @@ def measure_model(model: nn.Module, example_inputs, repeats: int = 10, mode: str
     training forward + backward of the whole model; the model is left as it was."""
     with timing_mode(model, mode):
         return _time(step_function(model, example_inputs, mode), repeats, timer=clock_function(clock))
-
-
-def _layer_step(layer: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    params = list(layer.parameters())
-    grad_out = torch.randn_like(layer(x))
-    return lambda: torch.autograd.grad(layer(x), [x] + params, grad_out)
 
 
 def _layer_at(module: nn.Module, c_in: int, c_out: int) -> nn.Module:
@@ -186,12 +188,10 @@ class LatencyTable:
                     s[channel_dim] = co if single_axis else ci
                     x = torch.randn(*s, device=self.device)
                     with timing_mode(layer, mode):
-                        if mode == "train":   # the layer's share of a training step: forward + backward
-                            x.requires_grad_(True)
-                            fn = _layer_step(layer, x)
-                        else:
-                            fn = (lambda lay, inp: (lambda: lay(inp)))(layer, x)
-                        table[i, j] = _time(fn, repeats, timer=timer)
+                        # training: the layer's share of a step, its forward + backward (input
+                        # gradient included: the layers before it need it)
+                        x.requires_grad_(mode == "train")
+                        table[i, j] = _time(step_function(layer, x, mode), repeats, timer=timer)
             # a narrower layer is never slower than a wider one: an outlier cell (a timing hit by
             # another process) is replaced by the fastest time of any wider configuration
             table = table.flip(0, 1).cummin(0).values.cummin(1).values.flip(0, 1)

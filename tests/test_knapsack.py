@@ -1,0 +1,211 @@
+"""Cost-aware (knapsack) partition, clocks, and the training-step latency budget (issue 12)."""
+import itertools
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ocspruner import OCSPruner
+from ocspruner.clock import clock_function, resolve_clock
+from ocspruner.cost import CostModel
+from ocspruner.dependency import ChannelSpace
+from ocspruner.models import create_model
+from ocspruner.partition import BudgetError, Partitioner, knapsack_order
+from ocspruner.surgery import prune_to
+
+
+class TwoBranches(nn.Module):
+    """Two independent 4-channel groups: branch ``a`` works on the full 8x8 input, branch ``b``
+    on a 2x-pooled 4x4 copy (``pool_b=False``: on 8x8 too, so every channel costs the same).
+    Each group is 1x1 conv (1 -> 4) then 1x1 conv (4 -> 1), no bias, no norm."""
+
+    def __init__(self, pool_b: bool = True):
+        super().__init__()
+        self.pool_b = pool_b
+        self.a1, self.a2 = nn.Conv2d(1, 4, 1, bias=False), nn.Conv2d(4, 1, 1, bias=False)
+        self.b1, self.b2 = nn.Conv2d(1, 4, 1, bias=False), nn.Conv2d(4, 1, 1, bias=False)
+
+    def forward(self, x):
+        xb = F.avg_pool2d(x, 2) if self.pool_b else x
+        return self.a2(self.a1(x)).mean((2, 3)) + self.b2(self.b1(xb)).mean((2, 3))
+
+
+def _space(pool_b=True):
+    model = TwoBranches(pool_b)
+    space = ChannelSpace(model, torch.randn(1, 1, 8, 8), ignore_output_layer=False,
+                         ignored_layers=[model.a2, model.b2])
+    return model, space, CostModel(space)
+
+
+def _scores(space, a, b):
+    s = torch.zeros(space.num_channels, dtype=torch.float64)
+    for g in space.groups:
+        vals = a if g.key.startswith("a") else b
+        s[g.offset:g.offset + g.size] = torch.tensor(vals, dtype=torch.float64)
+    return s
+
+
+def _best_by_brute_force(space, cost, scores, target, cap):
+    """Max retained saliency over every (removed from a, removed from b), lowest-scored first."""
+    best = None
+    groups = sorted(space.groups, key=lambda g: g.key)
+    for counts in itertools.product(range(cap + 1), repeat=len(groups)):
+        keep = torch.ones(space.num_channels, dtype=torch.bool)
+        for g, k in zip(groups, counts):
+            ids = torch.argsort(scores[g.offset:g.offset + g.size])[:k] + g.offset
+            keep[ids] = False
+        c = float(cost.evaluate(keep, "flops"))
+        if c <= target * (1 + 1e-12):
+            value = float(scores[keep].sum())
+            if best is None or value > best[0]:
+                best = (value, keep)
+    return best
+
+
+def test_marginal_costs_of_the_two_branches_by_hand():
+    _, space, cost = _space()
+    full = torch.ones(space.num_channels, dtype=torch.float64)
+    m = cost.marginal_costs(full, "flops")
+    a = next(g for g in space.groups if g.key.startswith("a"))
+    b = next(g for g in space.groups if g.key.startswith("b"))
+    # a channel of a: a1 writes 64 outputs (1 MAC each) and a2 reads it at 64 positions: 128 MACs;
+    # b's channels see a quarter of the positions: 32 MACs (plus whatever else the counting
+    # convention charges per channel, the same per position in both branches)
+    ma, mb = float(m[a.offset]), float(m[b.offset])
+    assert ma == pytest.approx(4 * mb)
+    assert float(m[a.offset:a.offset + 4].std()) == 0 and float(m[b.offset:b.offset + 4].std()) == 0
+
+
+def test_knapsack_beats_ranking_in_retained_saliency_and_finds_the_optimum():
+    _, space, cost = _space()
+    # b's channels are less salient, but a's cost 4x as much: the paper's ranking removes b first,
+    # the knapsack removes a's least salient channels first (1.0 / 4 < 0.5 / 1)
+    scores = _scores(space, a=[1.0, 1.1, 1.2, 1.3], b=[0.5, 0.6, 0.7, 0.8])
+    target = 0.35
+    ranking = Partitioner(cost, "flops", 0.75, 1, "ranking").partition(scores, target)
+    knap = Partitioner(cost, "flops", 0.75, 1, "knapsack").partition(scores, target)
+    dense = cost.dense["flops"]
+    for part in (ranking, knap):
+        assert part.reduction >= target
+    kept_ranking, kept_knap = float(scores[ranking.keep].sum()), float(scores[knap.keep].sum())
+    assert kept_knap > kept_ranking
+    best_value, best_keep = _best_by_brute_force(space, cost, scores, (1 - target) * dense, cap=3)
+    assert kept_knap == pytest.approx(best_value)
+    # by hand: removing b entirely is capped at 3 of 4 channels, which saves 3/10 of the conv
+    # MACs at most; the knapsack instead takes a's channel 1.0 (4 units) and keeps all of b
+    a = next(g for g in space.groups if g.key.startswith("a"))
+    assert int((~knap.keep[a.offset:a.offset + a.size]).sum()) >= 1
+    assert bool(knap.keep[a.offset + 3])       # a's most salient channel stays
+
+
+def test_knapsack_equals_ranking_when_every_channel_costs_the_same():
+    _, space, cost = _space(pool_b=False)
+    g = torch.Generator().manual_seed(0)
+    for target in (0.2, 0.4, 0.6):
+        scores = torch.rand(space.num_channels, generator=g, dtype=torch.float64)
+        ranking = Partitioner(cost, "flops", 0.75, 1, "ranking").partition(scores, target)
+        knap = Partitioner(cost, "flops", 0.75, 1, "knapsack").partition(scores, target)
+        assert torch.equal(ranking.keep, knap.keep)
+
+
+def test_knapsack_order_is_a_pure_function_of_scores_and_costs():
+    # three channels of three one-channel "groups" with costs 1, 2, 4 (linear cost); values 1, 1, 1.
+    # Priority = value / cost: the 4-cost channel goes first, then the 2-cost, then the 1-cost.
+    costs = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    evaluate = lambda keep: float((keep.to(torch.float64) * costs).sum())       # noqa: E731
+    marginal = lambda keep: costs.clone()                                        # noqa: E731
+    order = knapsack_order(torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.long),
+                           torch.arange(3), target=1.0, evaluate=evaluate, marginal=marginal)
+    assert order.tolist() == [2, 1, 0]
+
+
+@pytest.mark.parametrize("metric", ["flops", "params"])
+def test_knapsack_meets_the_budget_exactly_with_round_to_and_caps(metric):
+    model = create_model("resnet20").eval()
+    ex = torch.randn(1, 3, 32, 32)
+    space = ChannelSpace(model, ex)
+    cost = CostModel(space)
+    scores = torch.rand(space.num_channels, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    part = Partitioner(cost, metric, 0.5, 4, "knapsack").partition(scores, 0.4)
+    assert 0.4 <= part.reduction <= 0.42
+    for g in space.groups:
+        kept = int(part.keep[g.offset:g.offset + g.size].sum())
+        assert kept >= g.size - int(0.5 * g.size)                 # the cap
+        assert kept == g.size or kept % 4 == 0                    # round_to
+    # the partition's cost is the physically pruned model's
+    prune_to(model, space, part.keep)
+    pruned = CostModel(ChannelSpace(model, ex))
+    assert pruned.dense[metric] == pytest.approx(part.cost, rel=1e-9)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(
+        float(cost.evaluate(part.keep, "params")))
+
+
+def test_knapsack_partition_through_the_engine_and_bad_name():
+    model = create_model("resnet20")
+    pruner = OCSPruner(model, torch.randn(1, 3, 32, 32), target=0.5, partition="knapsack")
+    part = pruner.partition()
+    assert 0.5 <= part.reduction <= 0.505
+    with pytest.raises(ValueError, match="partition must be one of"):
+        OCSPruner(create_model("tiny_convnet"), torch.randn(1, 3, 16, 16), partition="greedy")
+    with pytest.raises(BudgetError, match="unknown partition"):
+        Partitioner(pruner.cost_model, "flops", strategy="greedy")
+
+
+# -- clocks ------------------------------------------------------------------------------------
+def test_clock_choice_is_explicit():
+    assert resolve_clock("auto", "cpu", threads=1) == "thread_cpu"
+    assert resolve_clock("auto", "cpu", threads=2) == "process_cpu"
+    assert resolve_clock("auto", "cuda", threads=2) == "wall"
+    assert resolve_clock("wall", "cpu", threads=2) == "wall"
+    with pytest.raises(ValueError, match="use 1 thread"):
+        resolve_clock("thread_cpu", "cpu", threads=2)
+    with pytest.raises(ValueError, match="cannot time GPU work"):
+        resolve_clock("process_cpu", "cuda", threads=1)
+    with pytest.raises(ValueError, match="unknown clock"):
+        resolve_clock("sundial")
+    assert clock_function("thread_cpu") is time.thread_time
+    assert clock_function("process_cpu") is time.process_time
+
+
+def test_thread_cpu_clock_does_not_count_sleeping():
+    # a CPU-time clock ignores time the thread does not run (what another process would take)
+    clock = clock_function("thread_cpu")
+    t0 = clock()
+    time.sleep(0.05)
+    assert clock() - t0 < 0.01
+
+
+# -- training-step latency -----------------------------------------------------------------------
+def _counted_time(fn, repeats, warmup=2, timer=None):
+    """Deterministic clock for tests: 1 ns per FLOP (forward and backward) + 10 us per call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return 1e-9 * counter.get_total_flops() + 1e-5
+
+
+def test_train_latency_budget_through_the_engine(monkeypatch):
+    import ocspruner.latency as latency
+
+    monkeypatch.setattr(latency, "_time", _counted_time)
+    model = create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.3, metric="train_latency", latency_batch=4,
+                       partition="knapsack", max_prune_fraction=0.9)
+    assert pruner.latency_table.mode == "train" and "train_latency" in pruner.cost_model.dense
+    # timing training steps left the model as it was (BN running statistics restored, no .grad)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    # a training step costs about 3x the forward's FLOPs: the table must see the backward
+    inference = latency.LatencyTable(pruner.cost_model, torch.randn(4, 3, 16, 16), clock="wall")
+    assert pruner.latency_table.dense_model_time > 2.5 * inference.dense_model_time
+    part = pruner.partition()
+    predicted_ratio, measured_ratio = pruner.latency_calibration[-1]
+    assert predicted_ratio == pytest.approx(measured_ratio, abs=0.02)
+    assert part.reduction >= 0.3
+    state = pruner.state_dict()
+    assert state["config"]["metric"] == "train_latency" and state["config"]["partition"] == "knapsack"
