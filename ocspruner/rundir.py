@@ -64,17 +64,27 @@ def atomic_write(path: str, write: Callable) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             except RuntimeError as exc:   # torch.save reports a failed write (full disk) as RuntimeError
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                if "write" not in first.lower():
-                    raise
-                full = shutil.disk_usage(directory).free < (1 << 20)
-                raise OSError(errno.ENOSPC if full else errno.EIO,
-                              "No space left on device" if full else f"write failed: {first[:120]}", path) from None
+                raise _as_oserror(exc, path, directory) from None
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _as_oserror(exc: RuntimeError, path: str, directory: str) -> BaseException:
+    """The OSError behind torch's RuntimeError of a failed write (or ``exc`` if it is another error)."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if cause is None and not any(w in first for w in ("write", "PytorchStreamWriter", "inline_container")):
+        return exc
+    if cause is not None:
+        return OSError(cause.errno, cause.strerror or str(cause), path)
+    full = shutil.disk_usage(directory).free < (1 << 20)
+    return OSError(errno.ENOSPC if full else errno.EIO,
+                   "No space left on device" if full else f"write failed: {first[:120]}", path)
 
 
 def atomic_write_text(path: str, text: str) -> None:

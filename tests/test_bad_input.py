@@ -84,6 +84,13 @@ def test_full_disk_during_a_run_is_one_line(tmp_path, capsys, monkeypatch):
     (["schedule.name=exponential"], "unknown schedule.name"),
     (["--device", "cuda:7"], "CUDA is not available"),
     (["--dataset", "imagenet-21k"], "unknown dataset"),
+    (["--threads", "-1"], "threads must be >= 1"),
+    (["--threads", "0"], "threads must be >= 1"),
+    (["--device", "foo"], "device must be auto, cpu, cuda or cuda:N, got 'foo'"),
+    (["checkpoint_every=0"], "checkpoint_every must be >= 1"),
+    (["label_smoothing=5"], "label_smoothing must be in [0, 1)"),
+    (["model_options={foo: 1}"], "unknown model_options key 'foo' for model tiny_convnet"),
+    (["--method", "magic"], "unknown method 'magic'"),
 ])
 def test_more_bad_values(tmp_path, capsys, args, needle):
     if "cuda:7" in args and torch.cuda.is_available():
@@ -91,3 +98,36 @@ def test_more_bad_values(tmp_path, capsys, args, needle):
     base = [a for a in SYNTH if not a.startswith("--dataset") and a != "synthetic"] if "--dataset" in args else SYNTH
     rc = main(["train", "--out", str(tmp_path), "--epochs", "1", *base, *args])
     assert needle in _one_line_error(capsys, rc)
+
+
+def test_bad_values_fail_before_the_run_directory_is_made(tmp_path, capsys):
+    rc = main(["train", "--out", str(tmp_path), "--name", "x", "--epochs", "1", *SYNTH, "checkpoint_every=0"])
+    _one_line_error(capsys, rc)
+    assert not (tmp_path / "x").exists()
+
+
+def test_empty_class_folder_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            if not (split == "train" and cls == "dog"):
+                Image.new("RGB", (8, 8)).save(tmp_path / "data" / split / cls / "a.png")
+    rc = main(["train", "--out", str(tmp_path), "--epochs", "1", "--dataset", "imagefolder", "--data-root",
+               str(tmp_path / "data"), "--model", "tiny_convnet", "--no-progress"])
+    err = _one_line_error(capsys, rc)
+    assert "train/dog has no images" in err and "remove the folder" in err
+
+
+def test_init_from_a_pruned_model_names_it(tmp_path, capsys):
+    from ocspruner.rundir import atomic_torch_save
+    from ocspruner.models import create_model
+
+    sd = create_model("tiny_convnet", num_classes=4).state_dict()
+    name = next(k for k, v in sd.items() if k.endswith("weight") and v.dim() == 4)
+    sd[name] = sd[name][: sd[name].shape[0] // 2]           # fewer output channels: pruned
+    atomic_torch_save({"state_dict": sd}, str(tmp_path / "pruned.pt"))
+    rc = main(["train", "--out", str(tmp_path), "--epochs", "1", "--init-from", str(tmp_path / "pruned.pt"), *SYNTH])
+    err = _one_line_error(capsys, rc)
+    assert "holds a pruned model" in err and "unpruned model's weights" in err

@@ -171,3 +171,39 @@ def test_torch_compile_is_redone_after_the_prune(tmp_path):
     assert s["final_flops"] <= s["dense_flops"] * 0.5 * (1 + 1e-9)
     with pytest.raises(ConfigError, match="compile must be null or a torch.compile backend"):
         Trainer(_synth_cfg(tmp_path, "bad", compile="warp-drive"))
+
+
+def test_no_subcommand_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: ocspruner" in err and "train" in err
+
+
+def test_train_help_describes_every_flag_with_its_default(capsys):
+    import argparse
+
+    from ocspruner.cli import _parser
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    flags = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) >= 20
+    for action in flags:
+        assert action.help and "(default:" in action.help, action.option_strings
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())    # argparse wraps lines
+    assert text.count("(default:") == len(flags) + 1    # + the positional overrides
+
+
+@pytest.mark.parametrize("kind", ["models", "methods", "datasets"])
+def test_listings_are_one_described_line_each(kind, capsys):
+    assert main([kind]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    from ocspruner.data import available_datasets
+    from ocspruner.methods import list_methods
+    from ocspruner.models import list_models
+    names = {"models": list_models, "methods": list_methods, "datasets": available_datasets}[kind]()
+    assert [line.split()[0] for line in lines] == names
+    assert all(len(line.split(None, 1)) == 2 and len(line.split(None, 1)[1]) > 15 for line in lines)
+    if kind == "datasets":
+        assert all("needs" in line for line in lines)

@@ -15,6 +15,7 @@ that are the same for all of them:
 Splits are views (index lists) over shared storage, so nothing is copied.
 """
 
+import collections
 import functools
 import inspect
 import math
@@ -393,6 +394,11 @@ def build_imagefolder(root, image_size, min_scale=0.08):
     for d, s in ((train_dir, train_samples), (test_dir, test_samples)):
         if not s:
             raise DataError(f"imagefolder: no images found under {d}/<class>/ (empty dataset); expected files ending in {exts}")
+    counts = collections.Counter(label for _, label in train_samples)
+    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
+    if empty:   # a class with no training example would still get an output unit, and never be learnt
+        raise DataError(f"imagefolder: class folder {os.path.join(train_dir, empty[0])} has no images "
+                        f"({len(empty)} empty class folder(s)); add images ending in {exts} or remove the folder")
     size = image_size or 224
     train = ImageFolderDataset(train_samples, classes=classes)
     test = ImageFolderDataset(test_samples, classes=classes)
