@@ -240,6 +240,9 @@ class ChannelSpace:
                   ParamSlice(f"{proj}.weight", 1, torch.arange(inner), head_of_pos, True)]
         if attn.qkv.bias is not None:
             slices.append(ParamSlice(f"{qkv}.bias", 0, qkv_pos, qkv_heads, False))
+        for pname, dim in head_parameters(attn):   # relative position bias (Swin): one entry per head
+            slices.append(ParamSlice(f"{name}.{pname}" if name else pname, dim, torch.arange(heads),
+                                     torch.arange(heads), False))
         self.layer_maps[(attn.qkv, "out")] = (qkv_pos, qkv_heads + offset)
         self.layer_maps[(attn.proj, "in")] = (torch.arange(inner), head_of_pos + offset)
         return ChannelGroup(key=f"{name}:heads", size=heads, offset=offset, slices=slices, layers=[qkv],
@@ -344,6 +347,19 @@ class ChannelSpace:
         """Number of conv/linear layers whose outputs each group holds: weights that make the
         Jaccard average of Eq. 3 run over layers instead of groups."""
         return {g.key: float(max(1, len(g.layers))) for g in self.groups}
+
+
+def head_parameters(attn: nn.Module) -> list[tuple[str, int]]:
+    """(name, dim) of the attention module's own parameters with one dimension per head (a
+    relative position bias table: (heads, N, N) or ((2w-1)^2, heads))."""
+    out = []
+    for pname, p in attn.named_parameters(recurse=False):
+        dims = [d for d, v in enumerate(p.shape) if v == attn.num_heads]
+        if len(dims) == 1 or (dims and p.dim() >= 3 and dims[0] == 0):   # (heads, N, N): heads first
+            out.append((pname, dims[0]))
+        elif dims:                                                        # (L, heads): heads last
+            out.append((pname, dims[-1]))
+    return out
 
 
 def _same_position(pos: int) -> tuple[int]:

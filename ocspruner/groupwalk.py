@@ -28,6 +28,7 @@ from torch_pruning.dependency import Dependency
 from .tp_graph import UnsupportedModelError, _node_label
 
 WALK_SECONDS = 60.0     # construction is refused, by name, past this (a walk is linear; never seen)
+MAX_POSITIONS = 1 << 20  # positions one node may hold in one group (a flatten before a classifier: ~25k)
 
 
 class WalkItem:
@@ -105,6 +106,11 @@ def walk(graph, module: nn.Module, handler, n: int, blocks_of: Callable[[object,
             if r is None:
                 slot[h.idx] = h.root_idx
                 fresh.append(h)
+                if len(slot) > MAX_POSITIONS:
+                    raise UnsupportedModelError(
+                        f"the pruning group of '{root.name.split(' (')[0]}' maps over {MAX_POSITIONS} positions onto "
+                        f"{_node_label(dep.target)} (DepGraph's index maps multiply there); pass that layer in "
+                        f"ignored_layers")
             elif h.root_idx is not None and r is not None and r != h.root_idx:
                 uf.union(r, h.root_idx)
         return fresh

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .dependency import ChannelSpace
+from .dependency import ChannelSpace, head_parameters
 from .groupwalk import prune_positions
 from .tp_graph import library_boundary
 from .widths import apply_widths, stored_widths
@@ -133,6 +133,9 @@ def _prune_heads(attn: nn.Module, heads: list) -> None:
     qkv.out_features = len(rows)
     proj.weight = nn.Parameter(proj.weight.index_select(1, cols.to(proj.weight.device)).clone())
     proj.in_features = len(cols)
+    for pname, dim in head_parameters(attn):
+        p = getattr(attn, pname)
+        setattr(attn, pname, nn.Parameter(p.index_select(dim, torch.tensor(keep, device=p.device)).clone()))
     attn.num_heads = len(keep)
 
 

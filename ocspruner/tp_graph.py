@@ -156,12 +156,13 @@ class _ShuffleMapping:
         return out
 
 
-def _map_concat_into_shuffle(graph, cat) -> None:
-    """torch-pruning checks a concat's width against its consumers' and gives up when a shuffle
-    and a chunk stand between them (ShuffleNetV2's stride-1 units); the widths of the concat's
-    own inputs are enough to map it."""
-    if cat.type != tp.ops.OPTYPE.CONCAT or getattr(cat.grad_fn, "_saved_dim", None) != 1 \
-            or cat.module.offsets is not None:
+def _map_concat(graph, cat, force: bool = False) -> None:
+    """Map a concat from the widths of its own inputs. torch-pruning checks the width against the
+    consumers' and gives up when a shuffle and a chunk stand between them (ShuffleNetV2's stride-1
+    units), and ignores a concat along the last dim (channels-last: Swin's patch merging)."""
+    if cat.type != tp.ops.OPTYPE.CONCAT or cat.module.offsets is not None and not force:
+        return
+    if not force and getattr(cat.grad_fn, "_saved_dim", None) != 1:
         return
     sizes = [shape_infer.infer_channels_between(graph, n, cat) for n in cat.inputs]
     if any(v is None for v in sizes):
@@ -184,7 +185,7 @@ def install_shuffle_mappings(graph, shuffles: dict) -> None:
     """Replace torch-pruning's index maps along each shuffle chain by the shuffle's own."""
     for last, (first, groups, channels) in shuffles.items():
         for inp in first.inputs:
-            _map_concat_into_shuffle(graph, inp)
+            _map_concat(graph, inp)
         chain, node = [last], last.inputs[0]
         while node is not first:
             chain.append(node)
@@ -210,20 +211,100 @@ def install_shuffle_mappings(graph, shuffles: dict) -> None:
 
 
 @contextlib.contextmanager
-def _reshape_mapping_except(skip: set):
-    """torch-pruning's reshape index-map update, skipped for the shuffle views in ``skip``."""
-    original = index_mapping.update_reshape_index_mapping
+def _layout_aware_mappings():
+    """torch-pruning's index-map updates, corrected for what it cannot see: channel-shuffle views
+    (mapped by install_shuffle_mappings), and channels-last tensors (tokens, ``(B, H, W, C)``),
+    where it takes dim 1 for the channel dim: a reshape that keeps the last dim, or a slice of a
+    spatial dim, moves no channel; a concat along the last dim is a channel concat."""
+    originals = (index_mapping.update_reshape_index_mapping, index_mapping.update_slice_index_mapping,
+                 index_mapping.update_concat_index_mapping)
 
-    def guarded(graph, node):
-        if node in skip or _is_shuffle_view(graph, node):
+    def reshape(graph, node):
+        if _is_shuffle_view(graph, node) or _keeps_channels_last(graph, node):
             return None
-        return original(graph, node)
+        return originals[0](graph, node)
 
-    index_mapping.update_reshape_index_mapping = guarded
+    def slice_(graph, node):
+        fn = node.grad_fn
+        sizes = getattr(fn, "_saved_self_sym_sizes", None)
+        if sizes is not None and len(node.inputs) == 1 and int(fn._saved_dim) % len(sizes) != len(sizes) - 1 \
+                and _channels_last(graph, node.inputs[0], tuple(int(v) for v in sizes)):
+            return None
+        return originals[1](graph, node)
+
+    def concat(graph, node):
+        shape = _shape(node.grad_fn, "out")
+        dim = getattr(node.grad_fn, "_saved_dim", None)
+        if shape and dim is not None and len(shape) >= 3 and int(dim) % len(shape) == len(shape) - 1 \
+                and node.inputs and _channels_last(graph, node.inputs[0], None):
+            return _map_concat(graph, node, force=True)
+        return originals[2](graph, node)
+
+    (index_mapping.update_reshape_index_mapping, index_mapping.update_slice_index_mapping,
+     index_mapping.update_concat_index_mapping) = (reshape, slice_, concat)
     try:
         yield
     finally:
-        index_mapping.update_reshape_index_mapping = original
+        (index_mapping.update_reshape_index_mapping, index_mapping.update_slice_index_mapping,
+         index_mapping.update_concat_index_mapping) = originals
+
+
+def _channels_last(graph, node, shape) -> bool:
+    """The tensor a node outputs holds its channels in the last dim (tokens / NHWC)."""
+    shape = shape or (_shape(node.grad_fn, "out") if getattr(node, "grad_fn", None) is not None else None)
+    if not shape or len(shape) < 3:
+        return False
+    channels = shape_infer.infer_out_channels_recursively(graph, node, [0])
+    if channels != shape[-1]:
+        return False
+    if len(shape) == 3 or channels != shape[1]:
+        return True
+    return _nearest_layer_is_channels_last(node)    # (B, C, H, C) or (B, H, W, C) with H == C
+
+
+def _nearest_layer_is_channels_last(node) -> bool:
+    """Layout by the nearest layer upstream: Linear / LayerNorm write channels last."""
+    seen, queue = set(), [node]
+    while queue:
+        n = queue.pop(0)
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n.module, (nn.Linear, nn.LayerNorm)):
+            return True
+        if isinstance(n.module, (tp.ops.TORCH_CONV, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+            return False
+        queue.extend(n.inputs)
+    return False
+
+
+def _shape(fn, which: str):
+    """Forward output shape (``out``) or input shape (``in``) of a view/reshape autograd node."""
+    try:
+        if which == "out":
+            return tuple(int(v) for v in fn._input_metadata[0].shape)
+        sizes = getattr(fn, "_saved_self_sym_sizes", None)
+        return tuple(int(v) for v in sizes) if sizes is not None else None
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def _keeps_channels_last(graph, node) -> bool:
+    """A reshape of a channels-last tensor (tokens: ``(..., C)``) that keeps the last dimension,
+    such as a window partition ``(B, H, W, C) -> (B*nW, ws*ws, C)`` and its reverse, moves no
+    channel. torch-pruning compares channel counts it infers on either side, sees them differ
+    (the token count changed) and installs a flatten map that multiplies positions at every such
+    reshape; on window attention the position space exploded. Here such reshapes map 1:1."""
+    fn = getattr(node, "grad_fn", None)
+    if fn is None or len(node.inputs) != 1:
+        return False
+    shape_in, shape_out = _shape(fn, "in"), _shape(fn, "out")
+    if shape_in is None and getattr(node.inputs[0], "grad_fn", None) is not None:
+        shape_in = _shape(node.inputs[0].grad_fn, "out")
+    if not shape_in or not shape_out or shape_in[-1] != shape_out[-1] or len(shape_in) < 3:
+        return False
+    channels = shape_infer.infer_out_channels_recursively(graph, node.inputs[0], [0])
+    return channels == shape_in[-1]
 
 
 def _is_shuffle_view(graph, node) -> bool:
@@ -239,12 +320,45 @@ def build_graph(model: nn.Module, example_inputs, unwrapped_parameters=None):
     """DependencyGraph of ``model`` with split sizes and channel shuffles repaired; any failure
     inside torch-pruning is one UnsupportedModelError naming the module."""
     graph = tp.DependencyGraph()
-    with library_boundary(model, "tracing the model"), _reshape_mapping_except(set()):
+    with library_boundary(model, "tracing the model"), _layout_aware_mappings():
         graph.build_dependency(model, example_inputs=example_inputs,
                                unwrapped_parameters=unwrapped_parameters, verbose=False)
+        refuse_functional_layers(model, graph)
         repair_split_nodes(graph)
         install_shuffle_mappings(graph, find_channel_shuffles(graph))
     return graph
+
+
+def refuse_functional_layers(model: nn.Module, graph) -> None:
+    """A conv/linear layer whose weight is used without calling the module (torchvision's Swin:
+    ``F.linear(x, self.qkv.weight)`` inside a functional window attention) is invisible to
+    DepGraph: the matmul looks element-wise, so channels appear to flow from a layer's input to
+    its output and through the attention scores, and the groups are meaningless (their walk
+    multiplied positions without end). Refused here, by name, before any group is built."""
+    layers = (nn.Linear, tp.ops.TORCH_CONV)
+    inside = {id(sub) for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
+    uncalled = {id(p): n for n, m in model.named_modules() if isinstance(m, layers) and id(m) not in inside
+                for p in m.parameters(recurse=False)}
+    if not uncalled:
+        return
+    seen: set = set()
+    stack = [n.grad_fn for n in graph.module2node.values() if getattr(n, "grad_fn", None) is not None]
+    while stack:
+        fn = stack.pop()
+        for nxt, _ in getattr(fn, "next_functions", ()) or ():
+            if nxt is None or id(nxt) in seen:
+                continue
+            seen.add(id(nxt))
+            var = getattr(nxt, "variable", None)
+            if var is not None and id(var) in uncalled:
+                name = uncalled[id(var)]
+                raise UnsupportedModelError(
+                    f"'{name}' is applied functionally (its weight is used without calling the module, e.g. "
+                    f"F.linear(x, self.qkv.weight) in a functional window attention): DepGraph cannot follow channels "
+                    f"through it; call the module itself (self.qkv(x)) so that its channels can be traced")
+            if "Backward" in nxt.name() and nxt.name() in ("TBackward0", "PermuteBackward0", "ViewBackward0",
+                                                            "ExpandBackward0", "UnsqueezeBackward0"):
+                stack.append(nxt)
 
 
 # -- torch.split / torch.chunk ----------------------------------------------------------------
