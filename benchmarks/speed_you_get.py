@@ -135,7 +135,7 @@ def part_cycle(args) -> dict:
             raise SystemExit(f"error: unknown cycle variant {name!r}; use some of {','.join(CYCLE_VARIANTS)}")
     runs = {}
     for seed in seeds:
-        for name in ["dense"] + [v for v in variants if v != "dense"]:
+        for name in variants:
             keys = CYCLE_VARIANTS[name]
             def make(name=name, keys=keys, seed=seed):
                 updates = {"method": "dense" if keys is None else "ocspruner", "threads": 1, "progress": False,
@@ -144,9 +144,14 @@ def part_cycle(args) -> dict:
                 return load_config("fashion_mnist_resnet20", updates=updates)
             runs[(name, seed)] = run_or_reuse(f"{name} seed {seed}", os.path.join(args.work, "runs", f"{name}-s{seed}"),
                                               make)
+    for seed in seeds:          # variants run elsewhere (another process) that have finished
+        for name in CYCLE_VARIANTS:
+            done = os.path.join(args.work, "runs", f"{name}-s{seed}", "summary.json")
+            if (name, seed) not in runs and os.path.exists(done):
+                runs[(name, seed)] = json.load(open(done))
     table = []
     for name in CYCLE_VARIANTS:
-        done = [s for s in seeds if (name, s) in runs]
+        done = [s for s in seeds if (name, s) in runs and ("dense", s) in runs]
         if not done:
             continue
         acc = [runs[(name, s)]["final_test_acc"] for s in done]
