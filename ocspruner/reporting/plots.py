@@ -145,12 +145,26 @@ def _stage_changes(metrics: Sequence[Mapping[str, Any]]) -> List[Tuple[float, st
 
 
 def _mark_stages(ax, changes: Sequence[Tuple[float, str]], label_text: bool = True) -> None:
+    """A dashed line where the stage changes; named in the legend (``label_text``), never written
+    across the curves."""
     for x, stage in changes:
         colour = _STAGE_COLOURS.get(stage, "tab:purple")
-        ax.axvline(x, color=colour, linestyle="--", linewidth=1.0, alpha=0.8)
-        if label_text:
-            ax.text(x, 0.98, f" {stage}", transform=ax.get_xaxis_transform(), rotation=90,
-                    va="top", ha="left", fontsize=7, color=colour)
+        ax.axvline(x, color=colour, linestyle="--", linewidth=1.0, alpha=0.8,
+                   label=f"{stage} from epoch {x:g}" if label_text else None)
+
+
+def _epoch_axis(ax) -> None:
+    """x axis in whole epochs (no 0.5 ticks on a short run)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_below(ax, handles=None, ncol: int = 3) -> None:
+    """The legend under the axes, where it cannot hide a line."""
+    kw = {"handles": handles, "labels": [h.get_label() for h in handles]} if handles else {}
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=ncol, fontsize=8, frameon=False, **kw)
 
 
 def _mark_sl_start_and_t_star(ax, t0, t1) -> None:
@@ -198,11 +212,11 @@ def plot_stability(metrics: Sequence[Mapping[str, Any]], t_sl_start: Optional[fl
         ax.plot(xa, ya, linestyle="-", linewidth=1.8, color="tab:red", label="J_avg")
     _mark_sl_start_and_t_star(ax, t0, t1)
     ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("similarity")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_below(ax)
     return _save(fig, path)
 
 
@@ -266,12 +280,12 @@ def plot_curves(metrics: Sequence[Mapping[str, Any]], path) -> Optional[str]:
                         markersize=3, label=split)
                 drawn = True
         _mark_stages(ax, changes)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" ")[0].capitalize())
         ax.grid(True, alpha=0.3)
         if drawn:
-            ax.legend(fontsize=8)
+            _legend_below(ax, ncol=2)
         else:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
                     color="gray")
@@ -300,7 +314,7 @@ def plot_cost(metrics: Sequence[Mapping[str, Any]], path,
                                   label=f"target ({100.0 * tgt:.0f}%)"))
     top = max(yr + ([100.0 * tgt] if tgt is not None and 0.0 < tgt <= 1.0 else []) + [10.0])
     ax.set_ylim(min(0.0, min(yr, default=0.0)), min(100.0, top * 1.1 + 1.0))
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("FLOPs reduction (%)", color="tab:blue")
     ax.tick_params(axis="y", colors="tab:blue")
     ax.grid(True, alpha=0.3)
@@ -316,8 +330,7 @@ def plot_cost(metrics: Sequence[Mapping[str, Any]], path,
                          max(yl) + 0.5 * (abs(max(yl)) or 1.0))
     ax.set_title("Sub-network cost and regularisation")
     if handles:
-        ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper left",
-                  fontsize=8)
+        _legend_below(ax, handles)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -372,11 +385,11 @@ def plot_group_norms(metrics: Sequence[Mapping[str, Any]], t_sl_start: Optional[
     t0, t1 = _num(t_sl_start), _num(t_star)
     _mark_sl_start_and_t_star(ax, t0, t1)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("group norm (Eq. 2)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    _legend_below(ax, ncol=4)
     return _save(fig, path)
 
 
