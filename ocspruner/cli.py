@@ -150,6 +150,8 @@ def _bench(args) -> int:
               device=args.device, threads=args.threads, channels_last=args.channels_last,
               clock=args.clock, training=args.training,
               progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    from .clock import resolve_clock
+    resolve_clock(args.clock, args.device, args.threads)   # a clock that cannot time here: one line now
     if args.run_dir and (args.partition != "ranking" or args.metric != "flops"):
         raise ConfigError("--partition and --metric apply to --model; a run's pruned model is benched as it was "
                           "trained (drop them, or bench --model NAME)")

@@ -39,7 +39,10 @@ def resolve_clock(name: str = "auto", device: str = "cpu", threads: Optional[int
     there."""
     if name not in CLOCKS:
         raise ValueError(f"unknown clock {name!r}; use one of {list(CLOCKS)}")
-    on_gpu = torch.device(device).type == "cuda"
+    try:
+        on_gpu = torch.device(device).type == "cuda"
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     threads = torch.get_num_threads() if threads is None else int(threads)
     if name == "auto":
         return "wall" if on_gpu else ("thread_cpu" if threads == 1 else "process_cpu")

@@ -107,8 +107,27 @@ def test_bench_command_on_a_tiny_model(tmp_path, capsys):
     assert "speedup" in capsys.readouterr().out
 
 
+def test_bench_knapsack_partition_training_speedup_and_clock(tmp_path, capsys):
+    out = tmp_path / "k.json"
+    rc = main(["bench", "--model", "resnet20", "--input-size", "16", "--batch-sizes", "2", "--warmup", "1",
+               "--repeats", "3", "--threads", "1", "--partition", "knapsack", "--metric", "params",
+               "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["partition"] == "knapsack" and res["metric"] == "params" and res["clock"] == "thread_cpu"
+    assert res["achieved_reduction"] >= 0.5
+    pruned = next(r for r in res["rows"] if r["model"] == "pruned")
+    dense = next(r for r in res["rows"] if r["model"] == "dense")
+    assert pruned["params"] == pytest.approx(dense["params"] * (1 - res["achieved_reduction"]))
+    assert pruned["train_speedup"] > 0 and pruned["train_median_ms"] > 0
+    printed = capsys.readouterr().out
+    assert "clock: per-thread CPU time" in printed and "train sp." in printed
+
+
 @pytest.mark.parametrize("args,needle", [
     ([], "give a run directory or --model NAME"),
+    (["--model", "tiny_convnet", "--clock", "thread_cpu", "--threads", "2"], "use 1 thread"),
+    (["/nonexistent/run", "--partition", "knapsack"], "--partition and --metric apply to --model"),
     (["--model", "tiny_convnet", "--batch-sizes", "1,x"], "--batch-sizes must be a comma list"),
     (["--model", "tiny_convnet", "--round-to", "0"], "--round-to must be >= 1"),
     (["/nonexistent/run"], "has no final_model.pt"),
