@@ -202,3 +202,25 @@ def test_snip_connection_sensitivity_by_hand():
     scores = snip_scores(m, space, [(torch.tensor([[1.0, 2.0]]), torch.tensor([0]))])
     assert scores.tolist() == pytest.approx([2 * s, 4 * s])
     assert all(p.grad is None for p in m.parameters())
+
+
+def test_ato_eq3_projection_group_vs_shared_threshold():
+    """Eq. 3 shrinks every masked channel's norm by its threshold: lr * lambda each (group), or
+    lr * lambda * n_g / N (shared as the released code): here 1 channel of pw, 3 of res_conv1
+    (groups whose parameter slices do not overlap)."""
+    from ocspruner.ato import channel_norms
+
+    class _Opt:
+        param_groups = [{"lr": 0.001}]
+
+    for mode, want in (("group", [0.01, 0.01, 0.01, 0.01]), ("shared", [0.0025, 0.0075, 0.0075, 0.0075])):
+        m, model = _setup("ato", epochs=10, method_options={"threshold": mode})
+        m.epoch = m.t_w
+        m.mask = torch.ones(m.space.num_channels, dtype=torch.bool)
+        sel = [0, 40, 41, 42]
+        m.mask[sel] = False
+        before = channel_norms(model, m.space)
+        m.after_step(_Opt())                                  # lr 0.001 * lambda 10 = 0.01 in all
+        after = channel_norms(model, m.space)
+        assert (before[sel] - after[sel]).tolist() == pytest.approx(want, rel=1e-5)
+        assert torch.equal(before[43:48], after[43:48])       # kept channels of res_conv1 untouched
