@@ -9,8 +9,9 @@ handful of tensor ops on a flat keep vector, with no deep copy, re-trace or prun
 which is what makes the budget search (``partition.py``) fast. The evaluation is written in torch
 so that it is also differentiable in soft keep probabilities (Auto-Train-Once's FLOPs term).
 
-FLOPs convention (metric ``"flops"``), identical per layer to torch-pruning's
-``count_ops_and_params`` (the ptflops convention most pruning papers report), per example:
+FLOPs convention (metric ``"flops"``): exactly what ``torch_pruning.utils.count_ops_and_params``
+counts on the physically pruned model, term for term, so a budget met here is met by that
+counter (the number users check; the ptflops convention most pruning papers report), per example:
   * Conv / ConvTranspose: ``prod(out spatial) * prod(kernel) * C_in * (C_out // groups)`` MACs,
     plus ``prod(out spatial) * C_out`` for a bias;
   * Linear: ``tokens * in * out`` MACs, plus ``out`` for a bias (counted once per call, as the
@@ -18,9 +19,16 @@ FLOPs convention (metric ``"flops"``), identical per layer to torch-pruning's
   * BatchNorm / GroupNorm / InstanceNorm / LayerNorm: ``elements`` (x2 with affine parameters);
   * nn.MultiheadAttention (embedding width E, H heads, query/key lengths Lq, Lk): the q/k/v and
     output projections, the q scaling, the biases, QK^T and AV (``2 Lq Lk E``) and the softmax
-    (``H Lq Lk``), term for term as torch-pruning's counter adds them.
-  Activations, pooling, residual additions and functional matmuls (attention scores) are NOT
-  counted: they are memory-bound, and the hook counters miss functional ops anyway.
+    (``H Lq Lk``), term for term as torch-pruning's counter adds them;
+  * activation MODULES nn.ReLU, ReLU6, PReLU, ELU, LeakyReLU, GELU: output elements; pooling
+    modules (Max/Avg/AdaptiveMax/AdaptiveAvg, 1-3d): input elements; nn.Upsample: the elements of
+    one example's output divided by the batch (the counter's own rule). Matched by exact type,
+    as the counter does (nn.SiLU, nn.Hardswish, nn.Sigmoid and subclasses are not counted).
+  Functional calls (``F.relu``, ``x + y`` residual additions, ``F.adaptive_avg_pool2d``, matmuls
+  of attention scores) are invisible to the hook counter and are not counted here either.
+  Other counters: fvcore counts one FLOP per multiply-add of conv/linear/matmul/einsum (functional
+  matmuls included, biases, activations and additions not); thop counts MACs of conv/linear and
+  its own per-element rules for norms, pooling and activations. Expect a few points between them.
 Parameters (metric ``"params"``): every parameter tensor's element count with pruned dimensions
 shrunk, so it equals ``sum(p.numel())`` of the physically pruned model.
 """
@@ -33,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from .dependency import _CONV, _CONV_T, _NORM, ChannelSpace, _as_tuple, _is_depthwise
+from .tp_graph import COUNTED_ELEMENTWISE, COUNTED_POOLS, COUNTED_UPSAMPLE
 
 
 class CostModel:
@@ -85,8 +94,24 @@ class CostModel:
             if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor):
                 records.append((mod, q.shape, k.shape))
 
+        calls: list[tuple[nn.Module, int, float]] = []   # counted element-wise modules, per call
+
+        def elementwise_hook(mod, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                return
+            k = sum(1 for c in calls if c[0] is mod)
+            if isinstance(mod, COUNTED_POOLS):        # the counter's rules: pooling by input elements,
+                n = inputs[0].numel()                 # upsampling by ONE example's output elements,
+            elif isinstance(mod, COUNTED_UPSAMPLE):   # activations by output elements
+                n = output[0].numel()
+            else:
+                n = output.numel()
+            calls.append((mod, k, float(n)))
+
         handles = [m.register_forward_hook(hook) for m in model.modules()
                    if isinstance(m, _CONV + _CONV_T + (nn.Linear,) + _NORM)]
+        handles += [m.register_forward_hook(elementwise_hook) for m in model.modules()
+                    if type(m) in COUNTED_ELEMENTWISE]
         handles += [m.register_forward_hook(attention_hook, with_kwargs=True) for m in model.modules()
                     if isinstance(m, nn.MultiheadAttention)]
         was_training = model.training
@@ -101,6 +126,10 @@ class CostModel:
                 h.remove()
         batch = inputs[0].shape[0] if isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0 else 1
         self.batch = batch
+        for mod, k, n in calls:
+            channels, pos, ids = self.space.call_maps.get((mod, k), (1, None, None))
+            seg = self._segment(("call", id(mod), k), channels, pos, ids)
+            self._add("flops", names.get(mod, type(mod).__name__), n / batch / channels, seg)
         for mod, in_shape, out_shape in records:
             name = names.get(mod, type(mod).__name__)
             if isinstance(mod, _CONV + _CONV_T):

@@ -161,12 +161,35 @@ class ChannelSpace:
                 self.groups.append(group)
                 offset += group.size
         self.num_channels = offset
+        self.call_maps = self._counted_call_maps()
         self.by_key = {g.key: g for g in self.groups}
         if len(self.by_key) != len(self.groups):
             raise UnsupportedModelError("two pruning groups share a root module name; "
                                         "give every module a unique name")
 
     # -- building ---------------------------------------------------------------------------
+    def _counted_call_maps(self) -> dict:
+        """(module, call index) -> (channels, local positions, global channel ids) for every call
+        of an element-wise module torch-pruning's counter counts (activations, pooling): which
+        channels of its tensor belong to which group, read off the groups' walks at its node."""
+        at_node: dict[int, dict[int, int]] = {}
+        for g in self.groups:
+            if g.walk is None:
+                continue
+            for item in g.walk.items:
+                slot = at_node.setdefault(id(item.dep.target), {})
+                for p, r in zip(item.idxs, item.root_idxs):
+                    if r is not None:
+                        slot.setdefault(p, g.walk.unit_of_root[r] + g.offset)
+        maps = {}
+        for module, k, node, shape in getattr(self.graph, "counted_calls", []):
+            slot = at_node.get(id(node), {}) if node is not None else {}
+            channels = _channel_width(self.graph, node, shape, slot)
+            pos = sorted(p for p in slot if p < channels)
+            maps[(module, k)] = (channels, torch.tensor(pos, dtype=torch.long),
+                                 torch.tensor([slot[p] for p in pos], dtype=torch.long))
+        return maps
+
     def _convert(self, root: nn.Module, root_handler, walk: WalkGroup, offset: int) -> Optional[ChannelGroup]:
         """One walk (groupwalk.py) as a ChannelGroup: channel u of the group is unit u of the walk
         (a root channel, or root channels that can only go together)."""
@@ -347,6 +370,22 @@ class ChannelSpace:
         """Number of conv/linear layers whose outputs each group holds: weights that make the
         Jaccard average of Eq. 3 run over layers instead of groups."""
         return {g.key: float(max(1, len(g.layers))) for g in self.groups}
+
+
+def _channel_width(graph, node, shape: tuple, positions: dict) -> int:
+    """Channels of an element-wise node's tensor: dim 1 (NCHW) or the last dim (tokens, NHWC),
+    whichever torch-pruning's channel inference names; by the positions the groups hold there
+    when it cannot tell."""
+    if len(shape) < 2:
+        return int(shape[-1]) if shape else 1
+    candidates = [int(shape[1]), int(shape[-1])]
+    if node is not None:
+        from torch_pruning.dependency import shape_infer
+        ch = shape_infer.infer_out_channels_recursively(graph, node, [0])
+        if ch in candidates:
+            return int(ch)
+    need = max(positions, default=-1) + 1
+    return next((c for c in candidates if c >= need), candidates[0])
 
 
 def head_parameters(attn: nn.Module) -> list[tuple[str, int]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 
+import torch
 import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning import _helpers
@@ -316,13 +317,42 @@ def _is_shuffle_view(graph, node) -> bool:
     return node in cache
 
 
+# Element-wise modules torch_pruning.utils.count_ops_and_params counts (exact types, as it matches
+# them): activations by output elements, pooling by input elements, upsampling by output elements.
+COUNTED_ACTIVATIONS = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6, nn.GELU)
+COUNTED_POOLS = (nn.MaxPool1d, nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool3d,
+                 nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d,
+                 nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool3d)
+COUNTED_UPSAMPLE = (nn.Upsample,)
+COUNTED_ELEMENTWISE = COUNTED_ACTIVATIONS + COUNTED_POOLS + COUNTED_UPSAMPLE
+
+
 def build_graph(model: nn.Module, example_inputs, unwrapped_parameters=None):
     """DependencyGraph of ``model`` with split sizes and channel shuffles repaired; any failure
-    inside torch-pruning is one UnsupportedModelError naming the module."""
+    inside torch-pruning is one UnsupportedModelError naming the module.
+
+    ``graph.counted_calls`` lists every call of a counted element-wise module during the trace as
+    (module, call index, graph node of its output or None, output shape)."""
     graph = tp.DependencyGraph()
+    calls: list = []
+
+    def record(mod, inputs, output):
+        if isinstance(output, torch.Tensor):
+            k = sum(1 for c in calls if c[0] is mod)
+            calls.append((mod, k, output.grad_fn, tuple(output.shape)))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if type(m) in COUNTED_ELEMENTWISE]
+    try:
+        with library_boundary(model, "tracing the model"), _layout_aware_mappings():
+            graph.build_dependency(model, example_inputs=example_inputs,
+                                   unwrapped_parameters=unwrapped_parameters, verbose=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    node_of = {id(n.grad_fn): n for n in graph.module2node.values() if getattr(n, "grad_fn", None) is not None}
+    graph.counted_calls = [(m, k, node_of.get(id(fn)) if fn is not None else None, shape)
+                           for m, k, fn, shape in calls]
     with library_boundary(model, "tracing the model"), _layout_aware_mappings():
-        graph.build_dependency(model, example_inputs=example_inputs,
-                               unwrapped_parameters=unwrapped_parameters, verbose=False)
         refuse_functional_layers(model, graph)
         repair_split_nodes(graph)
         install_shuffle_mappings(graph, find_channel_shuffles(graph))
