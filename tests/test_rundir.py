@@ -296,3 +296,11 @@ def test_load_on_cuda_without_cuda_is_one_line(finished):
     assert "use device='cpu'" in str(info.value)
     mean, std = ocspruner.io.input_normalisation(os.path.join(finished, "final_model.pt"))
     assert len(mean) == len(std) == 3
+
+
+def test_bench_says_what_it_is_timing(finished, tmp_path, capsys):
+    assert main(["bench", finished, "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1",
+                 "--out", str(tmp_path / "b.json")]) == 0
+    err = capsys.readouterr().err
+    assert "bench: building the models" in err
+    assert "bench: timing batch 1 (1/2)" in err and "bench: timing batch 2 (2/2)" in err
