@@ -188,7 +188,7 @@ def _report(args) -> int:
 
 def _train(args) -> int:
     from .config import load_config
-    from .trainer import Trainer, format_summary
+    from .trainer import Trainer
 
     updates = {key: getattr(args, flag) for flag, key in SHORTHANDS.items() if getattr(args, flag) is not None}
     if args.no_progress:
@@ -230,6 +230,29 @@ def _train(args) -> int:
     from .distributed import cleanup
     cleanup()
     return 0
+
+
+def format_summary(s: dict) -> str:
+    """The one-screen summary printed at the end of a run."""
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}%"
+
+    def mega(v):
+        return "-" if v is None else f"{v / 1e6:.2f}M"
+
+    lines = [f"run        {s.get('run_dir')}",
+             f"method     {s.get('method')}  model {s.get('model')}  data {s.get('dataset')}  epochs {s.get('epochs')}",
+             f"FLOPs      {mega(s.get('dense_flops'))} -> {mega(s.get('final_flops'))}"
+             + (f"  ({100 * (1 - s['flops_ratio']):.2f}% removed, target {100 * s['target']:.1f}%)"
+                if s.get("flops_ratio") is not None and s.get("target") else ""),
+             f"params     {mega(s.get('dense_params'))} -> {mega(s.get('final_params'))}",
+             f"stages     t_sl-start = {s.get('t_sl_start')}   t* = {s.get('t_star')}",
+             f"accuracy   val final {pct(s.get('final_val_acc'))}  best {pct(s.get('best_val_acc'))} (epoch {s.get('best_epoch')})"
+             f"   test final {pct(s.get('final_test_acc'))}  best-val model {pct(s.get('best_test_acc'))}",
+             f"time       {s.get('wall_time', 0):.1f}s total" + (f", {s['time_to_prune']:.1f}s to t*" if s.get("time_to_prune") else "")]
+    if s.get("plots"):
+        lines.append(f"plots      {os.path.dirname(s['plots'][0])}")
+    return "\n".join(lines)
 
 
 def _compare(args) -> int:

@@ -322,6 +322,22 @@ class RunDir:
         with open(self.file(name), "a") as fh:
             fh.write(line.rstrip("\n") + "\n")
 
+    def metrics(self) -> list:
+        """The rows of metrics.jsonl; a blank or half-written line (a killed run) is skipped."""
+        rows = []
+        try:
+            with open(self.file(self.METRICS), encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                        rows.append(row)
+        except FileNotFoundError:
+            pass
+        return rows
+
     def read_json(self, name: str) -> Optional[dict]:
         try:
             with open(self.file(name), encoding="utf-8") as fh:

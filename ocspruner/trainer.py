@@ -453,9 +453,8 @@ class Trainer:
         self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
         self.time_to_prune = state.get("time_to_prune")
         if self.dist.is_main and self.rundir.exists(RunDir.METRICS):   # drop epochs after the checkpoint (redone)
-            with open(self.rundir.file(RunDir.METRICS)) as fh:
-                kept = [line for line in fh if (_epoch_of(line) is not None and _epoch_of(line) < self.start_epoch)]
-            self.rundir.write_text(RunDir.METRICS, "".join(kept))
+            kept = [row for row in self.rundir.metrics() if row.get("epoch", -1) < self.start_epoch]
+            self.rundir.write_text(RunDir.METRICS, "".join(json.dumps(row) + "\n" for row in kept))
         return self.start_epoch
 
     def finish(self) -> dict:
@@ -482,7 +481,7 @@ class Trainer:
         channels = self.method.kept_channels()
         if channels:
             self.rundir.write_json(RunDir.CHANNELS, {"layers": channels})
-        last = _last_metrics(self.rundir.file(RunDir.METRICS))
+        last = (self.rundir.metrics() or [{}])[-1]
         summary = {"method": self.cfg.method, "model": self.cfg.model, "dataset": self.bundle.name,
                    "epochs": self.total_epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
                    **self.method.summary(),
@@ -539,44 +538,3 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _epoch_of(line: str) -> Optional[int]:
-    """The epoch of one metrics.jsonl line; None for a blank or half-written (killed) line."""
-    try:
-        return int(json.loads(line)["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _last_metrics(path: str) -> dict:
-    last = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            for line in fh:
-                if line.strip():
-                    last = json.loads(line)
-    return last
-
-
-def format_summary(s: dict) -> str:
-    """The one-screen summary printed at the end of a run."""
-    def pct(v):
-        return "-" if v is None else f"{v:.2f}%"
-
-    def mega(v):
-        return "-" if v is None else f"{v / 1e6:.2f}M"
-
-    lines = [f"run        {s.get('run_dir')}",
-             f"method     {s.get('method')}  model {s.get('model')}  data {s.get('dataset')}  epochs {s.get('epochs')}",
-             f"FLOPs      {mega(s.get('dense_flops'))} -> {mega(s.get('final_flops'))}"
-             + (f"  ({100 * (1 - s['flops_ratio']):.2f}% removed, target {100 * s['target']:.1f}%)"
-                if s.get("flops_ratio") is not None and s.get("target") else ""),
-             f"params     {mega(s.get('dense_params'))} -> {mega(s.get('final_params'))}",
-             f"stages     t_sl-start = {s.get('t_sl_start')}   t* = {s.get('t_star')}",
-             f"accuracy   val final {pct(s.get('final_val_acc'))}  best {pct(s.get('best_val_acc'))} (epoch {s.get('best_epoch')})"
-             f"   test final {pct(s.get('final_test_acc'))}  best-val model {pct(s.get('best_test_acc'))}",
-             f"time       {s.get('wall_time', 0):.1f}s total" + (f", {s['time_to_prune']:.1f}s to t*" if s.get("time_to_prune") else "")]
-    if s.get("plots"):
-        lines.append(f"plots      {os.path.dirname(s['plots'][0])}")
-    return "\n".join(lines)
