@@ -33,6 +33,7 @@ from . import stability
 from .cost import CostModel
 from .dependency import ChannelSpace
 from .importance import get_criterion
+from .layernorm import KeptChannelStats
 from .clock import CLOCKS
 from .partition import STRATEGIES, BudgetError, Partition, Partitioner
 from .regularizer import GroupRegularizer
@@ -89,6 +90,9 @@ class OCSConfig:
     # only computed between sub-networks of the same phase (Eq. 3-6 restart their window)
     lr_phase_reset: bool = False
     lr_drop_ratio: float = 0.5          # a drop: lr < ratio * the previous epoch's lr
+    # LayerNorm'd widths (issue 15): during sparsity learning, LayerNorms cut by M_t normalise over
+    # the kept channels only (what they compute after the prune), so t* costs no accuracy jump
+    layernorm_kept_stats: bool = True
 
     def validate(self) -> "OCSConfig":
         def bad(msg):
@@ -206,6 +210,7 @@ class OCSPruner:
         self.regularizing = False
         self._model_pruned = False
         self.last_partition: Optional[Partition] = None
+        self.layernorm_stats = KeptChannelStats()   # see OCSConfig.layernorm_kept_stats
         # open questions 2/3: values derived during the run (see OCSConfig.adaptive / lr_phase_reset)
         self.phase_start = 0                  # first epoch of the current learning-rate phase
         self._phase_lr: Optional[float] = None
@@ -256,6 +261,7 @@ class OCSPruner:
         report.group_norms = self.group_norm_distribution(
             part.keep, scores if cfg.criterion == "group_l2" else None)
         self.regularizing = False
+        self.layernorm_stats.clear()
         in_sparsity = self.stage == SPARSITY   # Alg. 1: the t* test (line 12) is the else-branch of line 7
         avg = stability.within_phase(self.avg, self.phase_start) if cfg.lr_phase_reset else self.avg
         epsilon = self.adapted.get("epsilon", cfg.epsilon)
@@ -281,6 +287,8 @@ class OCSPruner:
                                           cfg.lambda_interval, cfg.lambda_mode)            # Eq. 7
                 self.regularizer.set_pruned(self.model, ~part.keep)                      # G_prune^t
                 self.regularizing = True
+                if cfg.layernorm_kept_stats:
+                    self.layernorm_stats.set(self.model, self.space, part.keep)
                 report.lam = self.lam
             else:
                 report.events.append(f"stable: J_avg = {self.avg[t]:.6f} >= 1 - epsilon")
@@ -418,6 +426,7 @@ class OCSPruner:
     def _prune(self, t: int, keep: torch.Tensor, optimizers) -> None:
         if optimizers is not None and not isinstance(optimizers, (list, tuple)):
             optimizers = [optimizers]
+        self.layernorm_stats.clear()
         prune_to(self.model, self.space, keep, list(optimizers or []))
         self.final_keep, self.t_star, self.stage = keep.clone(), t, PRUNED
         self._model_pruned = True
@@ -490,6 +499,8 @@ class OCSPruner:
         self.adapted = {k: float(v) for k, v in state.get("adapted", {}).items()}
         if self.regularizing and self.history:
             self.regularizer.set_pruned(self.model, ~self.history[-1])
+            if self.config.layernorm_kept_stats:
+                self.layernorm_stats.set(self.model, self.space, self.history[-1])
 
 
 def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[int], metric: str = "latency",

@@ -344,7 +344,11 @@ def build_graph(model: nn.Module, example_inputs, unwrapped_parameters=None):
     hooks = [m.register_forward_hook(record) for m in model.modules() if type(m) in COUNTED_ELEMENTWISE]
     try:
         with library_boundary(model, "tracing the model"), _layout_aware_mappings():
-            graph.build_dependency(model, example_inputs=example_inputs,
+            # a tuple: torch-pruning tries model(*example_inputs) first, which for a bare batch-1
+            # tensor runs the model on ONE UNBATCHED example (C, H, W) and only falls back to
+            # model(x) when that raises, tracing the model twice (or with the wrong layout)
+            inputs = example_inputs if isinstance(example_inputs, (tuple, list, dict)) else (example_inputs,)
+            graph.build_dependency(model, example_inputs=inputs,
                                    unwrapped_parameters=unwrapped_parameters, verbose=False)
     finally:
         for h in hooks:
