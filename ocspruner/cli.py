@@ -210,6 +210,9 @@ def _train(args) -> int:
             print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG, overrides=args.overrides, updates=updates)
+        if cfg.name and not args.overwrite:   # before any data loads (the trainer checks again under the lock)
+            from .rundir import RunDir
+            RunDir(os.path.join(cfg.out_dir, cfg.name)).check_fresh(False, flag="--overwrite")
         trainer = Trainer(cfg, overwrite=args.overwrite)
         if trainer.dist.is_main:   # under torchrun only rank 0 prints and writes
             print(f"run directory: {trainer.run_dir}", flush=True)

@@ -165,7 +165,8 @@ class RunDir:
     @classmethod
     def new(cls, out_dir: str, name: Optional[str] = None, stem: str = "run", overwrite: bool = False) -> "RunDir":
         """A directory for a new run, locked. Without ``name``: a unique ``stem-<time>[-k]``.
-        With ``name``: refused when it holds a run, unless ``overwrite``."""
+        With ``name``: refused when it holds a finished run, unless ``overwrite``. (An interrupted
+        run may still be resumed through it; a fresh start calls :meth:`check_fresh` before writing.)"""
         os.makedirs(out_dir, exist_ok=True)
         if name is None:
             base = os.path.join(out_dir, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -183,7 +184,8 @@ class RunDir:
         os.makedirs(rd.path, exist_ok=True)
         rd.lock()
         try:
-            rd.check_fresh(overwrite, flag="--overwrite")
+            if not overwrite and rd.is_finished():
+                rd.check_fresh(False, flag="--overwrite")
         except RunDirError:
             rd.unlock()
             raise

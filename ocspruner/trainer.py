@@ -47,7 +47,7 @@ from .checkpoint import CheckpointManager
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
-from .rundir import RunDir
+from .rundir import RunDir, RunDirError
 
 
 class TrainingDiverged(RuntimeError):
@@ -90,16 +90,24 @@ class Trainer:
         self.dist = distributed.init_from_env(cfg.device)      # one process unless under torchrun
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.overwrite = overwrite
-        # rank 0 names and locks the run directory (a time stamp could differ between processes) and alone writes
+        # rank 0 names and locks the run directory (a time stamp could differ between processes) and
+        # alone writes; a refusal reaches every process (none may wait for the others in vain)
+        picked = error = None
         if self.dist.is_main:
-            if run_dir is not None:
-                self.rundir = RunDir(run_dir)
-                self.rundir.lock()
-            else:
-                data_name = bundle.name if bundle is not None else cfg.data.name
-                self.rundir = RunDir.new(cfg.out_dir, cfg.name, stem=f"{cfg.model}-{data_name}-{cfg.method}",
-                                         overwrite=overwrite)
-        picked = distributed.broadcast_object(self.rundir.path if self.dist.is_main else None)
+            try:
+                if run_dir is not None:
+                    self.rundir = RunDir(run_dir)
+                    self.rundir.lock()
+                else:
+                    data_name = bundle.name if bundle is not None else cfg.data.name
+                    self.rundir = RunDir.new(cfg.out_dir, cfg.name, stem=f"{cfg.model}-{data_name}-{cfg.method}",
+                                             overwrite=overwrite)
+                picked = self.rundir.path
+            except RunDirError as exc:
+                error = exc
+        picked, error = distributed.broadcast_object((picked, error))
+        if error is not None:
+            raise error
         if not self.dist.is_main:
             self.rundir = RunDir(picked)
         self.run_dir = self.rundir.path
@@ -291,10 +299,18 @@ class Trainer:
         from tqdm.auto import tqdm
 
         main = self.dist.is_main     # only rank 0 writes files and shows progress
+        error = None
         if main:
-            self.rundir.lock()       # held already, unless an earlier fit() of this object ended
-            if self.start_epoch == 0:    # a fresh start: the directory holds no other run (or it is replaced)
-                self.rundir.check_fresh(self.overwrite)
+            try:
+                self.rundir.lock()       # held already, unless an earlier fit() of this object ended
+                if self.start_epoch == 0:    # a fresh start: the directory holds no other run (or it is replaced)
+                    self.rundir.check_fresh(self.overwrite)
+            except RunDirError as exc:
+                error = exc
+        error = distributed.broadcast_object(error)
+        if error is not None:
+            raise error
+        if main:
             self.rundir.write_text(RunDir.CONFIG, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         try:
             return self._fit(stop_after)

@@ -120,11 +120,22 @@ def test_a_finished_run_is_never_overwritten(finished, capsys, tmp_path):
     assert [json.loads(line)["epoch"] for line in open(copy / "metrics.jsonl")] == [0]
 
 
-def test_an_interrupted_run_points_at_resume(tmp_path):
+def test_an_interrupted_run_points_at_resume(tmp_path, capsys):
     d = RunDir(str(tmp_path / "r"))
     atomic_torch_save({"epoch": 0}, d.file("checkpoints", "ckpt-epoch0000.pt"))
-    with pytest.raises(RunDirError, match=r"interrupted run; continue it with python3 -m ocspruner train --resume"):
-        RunDir.new(str(tmp_path), "r")
+    before = _snapshot(d.path)
+    rc = main(["train", "--out", str(tmp_path), "--name", "r", "--epochs", "1", *SYNTH])
+    err = _one_line_error(capsys, rc)
+    assert f"interrupted run; continue it with python3 -m ocspruner train --resume {d.path}" in err
+    assert _snapshot(d.path) == before
+    with pytest.raises(RunDirError, match="interrupted run"):   # from Python: fit() refuses a fresh start there
+        from ocspruner.config import load_config
+        from ocspruner.trainer import Trainer
+        Trainer(load_config(None, updates={"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16,
+                                           "data.options": {"num_samples": 32, "num_test": 8, "num_classes": 2},
+                                           "data.batch_size": 8, "progress": False, "epochs": 1,
+                                           "out_dir": str(tmp_path), "name": "r"})).fit()
+    assert _snapshot(d.path) == before
 
 
 # -- files: atomic, umask, temporaries -------------------------------------------------------------
