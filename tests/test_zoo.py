@@ -201,6 +201,17 @@ def test_a_failure_inside_torch_pruning_is_one_line_naming_the_module(monkeypatc
         ChannelSpace(InceptionBlock().eval(), torch.randn(1, 3, 32, 32))
 
 
+def test_functional_window_attention_is_refused_by_name_in_bounded_time():
+    """torchvision's Swin applies F.linear to the qkv/proj weights: DepGraph cannot follow
+    channels through it (torch-pruning's own group search ran for minutes on it); refused by name
+    right after tracing."""
+    import time
+    t = time.perf_counter()
+    with pytest.raises(UnsupportedModelError, match=r"^'attn1\.qkv' is applied functionally"):
+        ChannelSpace(zm.FunctionalSwin().eval(), torch.randn(1, 3, 32, 32))
+    assert time.perf_counter() - t < 30
+
+
 @pytest.mark.parametrize("how", ["split_sizes", "slice"])
 def test_hard_coded_split_is_refused_with_the_module_named(how):
     class HardSplit(nn.Module):

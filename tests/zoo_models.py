@@ -499,3 +499,36 @@ class TinyMaxViT(nn.Module):
     def forward(self, x):
         x = self.block(F.gelu(self.bn(self.stem(x))))
         return self.head(self.norm(x.mean((1, 2))))
+
+
+class FunctionalWindowAttention(nn.Module):
+    """torchvision Swin's style: the attention is a function of the Linear WEIGHTS
+    (F.linear(x, self.qkv.weight)), the modules themselves are never called."""
+
+    def __init__(self, dim, heads, ws):
+        super().__init__()
+        self.num_heads, self.ws = heads, ws
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, h, w, c = x.shape
+        y = window_partition(x, self.ws)
+        q, k, v = F.linear(y, self.qkv.weight, self.qkv.bias).reshape(
+            y.shape[0], y.shape[1], 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(y.shape[0], y.shape[1], -1)
+        return window_reverse(F.linear(y, self.proj.weight, self.proj.bias), self.ws, h, w)
+
+
+class FunctionalSwin(nn.Module):
+    def __init__(self, dim=16, n=10):
+        super().__init__()
+        self.patch_embed, self.norm1 = nn.Conv2d(3, dim, 4, 4), nn.LayerNorm(dim)
+        self.attn1, self.attn2 = FunctionalWindowAttention(dim, 2, 2), FunctionalWindowAttention(dim, 2, 2)
+        self.fc1, self.fc2, self.head = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim), nn.Linear(dim, n)
+
+    def forward(self, x):
+        x = self.norm1(self.patch_embed(x).permute(0, 2, 3, 1))
+        x = x + self.attn1(x)
+        x = x + self.attn2(x)
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x.mean((1, 2)))
