@@ -207,3 +207,18 @@ def test_listings_are_one_described_line_each(kind, capsys):
     assert all(len(line.split(None, 1)) == 2 and len(line.split(None, 1)[1]) > 15 for line in lines)
     if kind == "datasets":
         assert all("needs" in line for line in lines)
+
+
+def test_train_help_defaults_are_the_default_configs():
+    from ocspruner.cli import DEFAULT_CONFIG, SHORTHANDS, TRAIN_FLAGS
+    tree = load_config(DEFAULT_CONFIG).to_dict()
+    values = {**{k: v for k, v in tree.items() if not isinstance(v, dict)},
+              **{f"{s}.{k}": v for s in ("data", "optim", "pruning") for k, v in tree[s].items()}}
+    checked = 0
+    for flag, dest, tp, _, _, default in TRAIN_FLAGS:
+        key = SHORTHANDS.get(dest)
+        if key in values and values[key] is not None:
+            shown = default.split(":")[0]          # "auto: cuda if available, else cpu" -> "auto"
+            assert str(values[key]) == shown or tp(shown) == values[key], (flag, default, values[key])
+            checked += 1
+    assert checked >= 8
