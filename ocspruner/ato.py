@@ -337,6 +337,11 @@ class AutoTrainOnce(ChannelMethod):
                f"budget repair to the controller's), {got:.2%} {self.metric} removed "
                f"(target {self.target:.2%}); {len(live)} still-live channels zeroed (max norm "
                f"{float(live.max()) if len(live) else 0.0:.3g}); {self.cfg.epochs - epoch} epochs to recover")
+        if self.repair_added > 0.5 * int((~keep).sum()):
+            warnings.warn(f"ATO's controller proposed only {int((~proposed).sum())} of the {int((~keep).sum())} channels "
+                          f"the budget needs; the freeze chose the other {self.repair_added} by Eq. 2 saliency. Give the "
+                          f"controller more updates (method option controller_every, or a longer t_start..t_end)")
+            msg += "; CONTROLLER SHORT of the budget (see the warning)"
         if abs(got - self.target) > 0.01:
             warnings.warn(f"ATO misses the budget: {got:.2%} of {self.metric} removed for a target of {self.target:.2%} "
                           f"(controller undershoot; try a larger gamma or the two-sided flops_term)")

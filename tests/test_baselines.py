@@ -119,9 +119,10 @@ def test_ato_freeze_repairs_over_budget_and_warns_under_budget():
     m, model = _setup("ato", epochs=10)
     assert m.floor.tolist() == [16 - 12, 16 - 12, 8 - 6, 8 - 6]     # max_prune_fraction 0.75 -> floor
     m.mask = torch.ones(m.space.num_channels, dtype=torch.bool)       # the controller kept everything
-    msg = m.freeze(None, 5)
+    with pytest.warns(UserWarning, match="controller proposed only 0 of the"):
+        msg = m.freeze(None, 5)
     red = 1 - float(m.cost.evaluate(m.mask, "flops")) / m.cost.dense["flops"]
-    assert 0.5 <= red < 0.51 and "BUDGET" not in msg
+    assert 0.5 <= red < 0.51 and "BUDGET" not in msg and m.repair_added == int((~m.mask).sum())
     from ocspruner.ato import channel_norms
     assert float(channel_norms(model, m.space)[~m.mask].max()) == 0.0    # zeroed at the freeze
     m2, _ = _setup("ato", epochs=10)
