@@ -227,7 +227,9 @@ class CostModel:
     def kept_counts(self, keep: torch.Tensor) -> torch.Tensor:
         """Surviving positions of every segment (+ a trailing constant 1)."""
         keep = keep.to(torch.float64) if not keep.is_floating_point() else keep.to(torch.float64)
-        return self._seg_fixed.index_add(0, self._seg_index, keep[self._seg_chan])
+        # index_select, not keep[ids]: advanced indexing takes a parallel path on CPU that cost
+        # 1-30 ms per call here (thread start-up on a shared machine) against ~15 us
+        return self._seg_fixed.index_add(0, self._seg_index, keep.index_select(0, self._seg_chan))
 
     def evaluate(self, keep: torch.Tensor, metric: str = "flops") -> torch.Tensor:
         """Psi at a keep vector (bool, or float probabilities for a differentiable expectation)."""
@@ -237,7 +239,7 @@ class CostModel:
             raise ValueError(f"unknown cost metric {metric!r}; use one of {sorted(self.dense)}")
         coef, factors = self._compiled[metric]
         kept = self.kept_counts(keep)
-        return (coef * kept[factors].prod(dim=1)).sum()
+        return (coef * _gather(kept, factors).prod(dim=1)).sum()
 
     def marginal_costs(self, keep: torch.Tensor, metric: str = "flops") -> torch.Tensor:
         """d Psi / d keep_c at ``keep`` for every channel: the cost of giving one channel back
@@ -249,7 +251,7 @@ class CostModel:
     def per_layer(self, keep: torch.Tensor, metric: str = "flops") -> dict[str, float]:
         """Cost of every layer (module name -> value) at a keep vector."""
         coef, factors = self._compiled[metric]
-        values = coef * self.kept_counts(keep)[factors].prod(dim=1)
+        values = coef * _gather(self.kept_counts(keep), factors).prod(dim=1)
         out: dict[str, float] = {}
         for layer, v in zip(self._term_layer[metric], values.tolist()):
             out[layer] = out.get(layer, 0.0) + v
@@ -265,6 +267,11 @@ class CostModel:
                 if isinstance(mod, _CONV + _CONV_T + (nn.Linear,)):
                     out[self.space.module_names[mod]] = (int(round(float(kept[s]))), self._seg_size[s])
         return out
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` for a 2-D index, through index_select (see kept_counts)."""
+    return values.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
 def _norm_channels(mod: nn.Module) -> int:
