@@ -23,9 +23,9 @@ What is timed, per model (ResNet-50 at 1x3x224x224 / 1000 classes, CIFAR ResNet-
   deep-copies once more). Stops at |reduction - target| <= ``--tol`` or after ``--max-iter``
   probes. Median of ``--ref-repeats``.
 
-Both methods use the SAME Eq. 2 scores and the same FLOPs convention (conv / linear / norm layers
-only, as the analytic cost model; the reference sums ``count_ops_and_params(layer_wise=True)``
-over those modules), so both search the same family of sub-networks. As a cross-check, our keep
+Both methods use the SAME Eq. 2 scores and the same FLOPs convention (torch-pruning's whole-model
+``count_ops_and_params``, which the analytic cost model reproduces term for term), so both search
+the same family of sub-networks. As a cross-check, our keep
 mask is also pruned physically and counted the reference's way.
 
 Regularisation overhead (CIFAR ResNet-56, batch 64, 32x32 random data, SGD momentum 0.9): a plain
@@ -66,9 +66,6 @@ MODEL_SPECS = {
     "resnet50": {"num_classes": 1000, "input_size": 224},
     "resnet56": {"num_classes": 10, "input_size": 32},
 }
-# modules whose FLOPs the analytic cost model counts (same convention for both methods)
-COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-           nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
 GOAL_SPEEDUP = 100.0         # search >= 100x faster than the reference
 GOAL_R50_SEARCH_S = 0.050    # ResNet-50 search <= 50 ms
@@ -88,9 +85,9 @@ def median(xs):
 
 
 def counted_flops(model: nn.Module, example_inputs) -> float:
-    """FLOPs of conv/linear/norm modules only, as torch-pruning's counter reports them per layer."""
-    _, _, layer_flops, _ = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)
-    return float(sum(v for m, v in layer_flops.items() if isinstance(m, COUNTED) and v is not None))
+    """torch-pruning's whole-model count: the analytic cost model's convention since issue 15
+    (conv/linear/norm layers plus activation and pooling modules)."""
+    return float(tp.utils.count_ops_and_params(model, example_inputs)[0])
 
 
 def group_caps(sizes: list[int], fraction: float, round_to: int = 1) -> list[int]:
