@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write RUN_DIR/report.md (budget, accuracy, cost, Fig. 3/5/6, latency)")
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--dense", help="a dense run of the same task, for the cost comparison")
+    r.add_argument("--no-bench", dest="bench", action="store_false",
+                   help="do not time dense vs pruned (by default a pruned run without bench.json is timed: "
+                        "inference and training-step speed-ups at the training batch size)")
     return p
 
 
@@ -182,7 +185,7 @@ def _bench(args) -> int:
 def _report(args) -> int:
     from .reporting.report import write_report
 
-    print(write_report(args.run_dir, dense_run=args.dense))
+    print(write_report(args.run_dir, dense_run=args.dense, measure_latency="if_missing" if args.bench else False))
     return 0
 
 

@@ -99,6 +99,16 @@ def test_commands_on_a_finished_run(run, tmp_path, capsys):
     write_report(str(lat), plots=[])
     assert [(r["model"], r["batch"]) for r in json.load(open(lat / "bench.json"))["rows"]] == [("dense", 1), ("pruned", 1)]
     assert "| pruned | " in (lat / "report.md").read_text()
+    # `ocspruner report` on a pruned FLOPs-budget run without bench.json times it (--no-bench skips):
+    # the report then shows the FLOPs ratio, inference and training-step speed-ups and the clock
+    flops_run = tmp_path / "flops_run"
+    shutil.copytree(run, flops_run)
+    (flops_run / "bench.json").unlink()
+    assert main(["report", str(flops_run), "--no-bench"]) == 0
+    assert not (flops_run / "bench.json").exists()
+    assert main(["report", str(flops_run)]) == 0
+    text = (flops_run / "report.md").read_text()
+    assert "train speedup" in text and "Clock: " in text and "theoretical (FLOPs)" in text
     assert main(["export", str(run), "--formats", "torchscript", "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / "model.torchscript.pt").is_file()
     assert "torchscript" in capsys.readouterr().out

@@ -184,8 +184,9 @@ def write_report(run_dir: str, plots: Optional[list] = None, dense_run: Optional
 
     ``plots``: figures already written by :func:`write_all_plots` (None: draw them now).
     ``dense_run``: a dense run directory of the same task, for the cost comparison.
-    ``measure_latency``: time dense vs pruned now (``bench.json``); by default only for a run with
-    a latency budget that has no ``bench.json`` yet.
+    ``measure_latency``: time dense vs pruned now (``bench.json``: FLOPs ratio, inference and
+    training-step speed-ups, the clock); by default only for a run with a latency budget that has
+    no ``bench.json`` yet; ``"if_missing"``: for any pruned run without one (``ocspruner report``).
     """
     rd = RunDir(run_dir)
     for name in (RunDir.METRICS, RunDir.SUMMARY):
@@ -201,12 +202,18 @@ def _write_report(rd: RunDir, plots, dense_run, measure_latency) -> str:
     metrics, s = run["metrics"], run["summary"]
     if plots is None:
         write_all_plots(run_dir)
-    if measure_latency is None:
-        measure_latency = s.get("metric") in ("latency", "train_latency") and not rd.exists(RunDir.BENCH)
+    missing = bool(s.get("pruned")) and not rd.exists(RunDir.BENCH)
+    if measure_latency is None:      # after training: only a run whose budget is a latency
+        measure_latency = missing and s.get("metric") in ("latency", "train_latency")
+    elif measure_latency == "if_missing":   # `ocspruner report`: any pruned run without bench.json
+        measure_latency = missing
     if measure_latency:
         from ..bench import bench_run
         cfg = _read_yaml(rd.file(RunDir.CONFIG))
-        batch = ((cfg.get("pruning") or {}).get("latency_batch")) or 1
+        if s.get("metric") in ("latency", "train_latency"):   # where the budget was measured
+            batch = ((cfg.get("pruning") or {}).get("latency_batch")) or 1
+        else:                                                 # the batch the model trained at
+            batch = ((cfg.get("data") or {}).get("batch_size")) or 1
         bench_run(run_dir, batch_sizes=(batch,), warmup=3, repeats=20)
     dense = None
     if dense_run:
