@@ -35,7 +35,10 @@ def _run(tmp_path, method, epochs=6, **options):
 def test_every_method_runs_end_to_end_and_ends_at_budget(tmp_path, method):
     s = _run(tmp_path, method, controller_every=2) if method == "ato" else _run(tmp_path, method)
     assert s["pruned"], method
-    assert 0.49 * s["dense_flops"] <= s["final_flops"] <= 0.5 * s["dense_flops"] * (1 + 1e-9)
+    # budget met, and within one unit of it: one channel of tiny_convnet's 8-wide stem/residual
+    # group is 6.0% of its FLOPs by torch-pruning's whole-model count (issue 15's convention); some
+    # methods end at 52.7% removed, where giving back any removed channel leaves 46.1-46.8%
+    assert 0.44 * s["dense_flops"] <= s["final_flops"] <= 0.5 * s["dense_flops"] * (1 + 1e-9)
     assert s["final_test_acc"] is not None and s["cpu_time"] > 0
     if method == "prune_finetune":
         assert s["epochs"] == 9 and s["t_star"] == 6          # 6 dense epochs, then 3 of fine-tuning
