@@ -13,6 +13,7 @@ Parts (each writes its section of benchmarks/results/speed_you_get.json, keeping
   at 2 threads); each trial builds its own table and calibrates it, then ``bench`` measures the
   pruned model against the dense one. A trial hits when the measured latency is within +-10% of
   dense x (1 - target).
+* ``partition``: time of one partition call, ranking vs knapsack (ResNet-56, MobileNetV2, ResNet-50).
 * ``cycle``: one training cycle on Fashion-MNIST (10k images, 15 epochs, ResNet-20, the shipped
   recipe), dense and three OCSPruner variants (paper ranking on FLOPs, knapsack on FLOPs,
   knapsack on the measured training-step latency), 2 seeds, one thread per run; cost is the
@@ -176,7 +177,41 @@ def part_cycle(args) -> dict:
             "goals": {"cycle_cpu_ratio": "<= 0.8"}}
 
 
-PARTS = {"speedup": part_speedup, "budget": part_budget, "cycle": part_cycle}
+def part_partition(args) -> dict:
+    """Time of one partition call, ranking vs knapsack, per-thread CPU time (torch.utils.benchmark
+    with time.thread_time, one thread): the knapsack must stay a millisecond-scale pure function."""
+    import torch.utils.benchmark as tb
+
+    from ocspruner.cost import CostModel
+    from ocspruner.dependency import ChannelSpace
+    from ocspruner.importance import group_l2
+    from ocspruner.models import create_model
+    from ocspruner.partition import Partitioner
+
+    torch.set_num_threads(1)
+    rows = []
+    for name, size in (("resnet56", 32), ("mobilenetv2_cifar", 32), ("resnet50", 224)):
+        model = create_model(name).eval()
+        space = ChannelSpace(model, torch.randn(1, 3, size, size))
+        cost = CostModel(space)
+        scores = group_l2(dict(model.named_parameters()), space)
+        for strategy in ("ranking", "knapsack"):
+            part = Partitioner(cost, "flops", 0.75, 1, strategy)
+            timer = tb.Timer("part.partition(scores, 0.5)", globals={"part": part, "scores": scores},
+                             timer=time.thread_time, num_threads=1)
+            m = timer.blocked_autorange(min_run_time=2.0)
+            result = part.partition(scores, 0.5)
+            rows.append({"model": name, "partition": strategy, "median_ms": 1e3 * m.median, "iqr_ms": 1e3 * m.iqr,
+                         "reduction": result.reduction,
+                         "kept_value": float((scores * part.value_scale)[result.keep].sum()),
+                         "kept_saliency": float(scores[result.keep].sum())})
+            print(f"[partition] {name:18s} {strategy:8s} {1e3 * m.median:8.1f} ms (thread CPU), "
+                  f"{result.reduction:.4f} removed, kept saliency {rows[-1]['kept_saliency']:.1f}", flush=True)
+    return {"clock": "per-thread CPU time (time.thread_time), torch.utils.benchmark blocked_autorange",
+            "target": 0.5, "rows": rows, "summary": {}}
+
+
+PARTS = {"speedup": part_speedup, "budget": part_budget, "cycle": part_cycle, "partition": part_partition}
 
 
 def main() -> None:
