@@ -235,7 +235,8 @@ class AutoTrainOnce(ChannelMethod):
     threshold lr * lambda for every masked channel (``threshold: group``, the paper's
     lambda_g = lambda of Eq. 1) or lr * lambda shared by the groups' share of masked channels
     (``threshold: shared``, the released code). At T_end the mask freezes: if it keeps more than
-    the budget, the least salient (Eq. 2) kept channels join it; every masked-out channel is set
+    the budget, the least salient kept channels (``pruning.criterion``, Eq. 2 by
+    default) join it; every masked-out channel is set
     to zero with its optimizer state (a dead channel stays dead: its gradient is 0), and the
     remaining epochs (at least ``recovery_fraction`` of the run) train the network that the
     final prune then cuts out exactly. Defaults follow the paper (gamma 4, lambda 10, T_start
@@ -317,12 +318,12 @@ class AutoTrainOnce(ChannelMethod):
 
     def freeze(self, optimizer, epoch: int) -> str:
         """Fix the mask at the budget and zero its masked-out channels (see the class doc)."""
-        from .importance import group_l2
+        from .importance import get_criterion
         from .surgery import zero_pruned_
 
         keep = proposed = self.mask.clone()
         if float(self.cost.evaluate(keep, self.metric)) > self.partitioner.dense_cost * (1 - self.target) * (1 + 1e-9):
-            scores = group_l2(dict(self.model.named_parameters()), self.space)
+            scores = get_criterion(self.pruning.criterion)(dict(self.model.named_parameters()), self.space)
             scores = scores + torch.where(keep, scores.max() + 1.0, torch.zeros_like(scores))   # masked-out go first
             keep = self.partitioner.partition(scores, self.target).keep
         keep = self._decided(keep)
