@@ -155,7 +155,7 @@ class Trainer:
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": None}
         self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
-        self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; stable on a shared machine)
+        self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; unlike wall time, not counting other processes)
         self.time_to_prune: Optional[float] = None
         self._writer = None
 
