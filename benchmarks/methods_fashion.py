@@ -3,10 +3,10 @@
     python benchmarks/methods_fashion.py --quick --threads 1   # 3k images, 8 epochs
     python benchmarks/methods_fashion.py --threads 1           # 10k images, 15 epochs (hours)
 
-Resumable run by run: every finished run leaves ``result.json`` in its directory under
-``--work`` (default ``benchmarks/work/methods_fashion[_quick]``, kept across sessions and
-ignored by git); running the same command again skips the finished runs and restarts an
-interrupted one. Runs go seed by seed (every method of seed 0 first), so a partial table has
+Resumable: every finished run leaves ``result.json`` in its directory under ``--work``
+(default ``benchmarks/work/methods_fashion[_quick]``, kept across sessions and ignored by git);
+running the same command again skips the finished runs and continues an interrupted one from
+its last epoch checkpoint (from scratch if the checkpoint is unusable). Runs go seed by seed (every method of seed 0 first), so a partial table has
 whole seeds. After every run the table is rewritten: docs/methods_fashion[_quick].md (with the
 pending runs listed) and benchmarks/results/methods_fashion[_quick].json.
 
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ocspruner.checkpoint import atomic_write_text  # noqa: E402
 from ocspruner.compare import parse_method_spec, plot_fig1, summarize, write_tables  # noqa: E402
 from ocspruner.config import load_config  # noqa: E402
+from ocspruner.rundir import RunDir, RunDirBusy  # noqa: E402
 
 # the methods issue 13 reworked first, so that a partial table (a run takes up to an hour here) shows them
 METHODS = ["dense", "ato", "ocspruner", "greg", "pat", "snip", "prune_finetune", "magnitude_at_init", "random",
@@ -52,7 +53,6 @@ def run_one(spec: str, seed: int, updates: dict, work: str) -> dict:
     done = os.path.join(run_dir, "result.json")
     if os.path.exists(done):
         return json.load(open(done))
-    shutil.rmtree(run_dir, ignore_errors=True)         # an interrupted run starts again
     method, options = parse_method_spec(spec)
     cfg = load_config("fashion_mnist_resnet20", updates={**updates, "method": method, "method_options": options,
                                                          "seed": seed, "out_dir": os.path.join(work, "runs"),
@@ -60,8 +60,21 @@ def run_one(spec: str, seed: int, updates: dict, work: str) -> dict:
     t0, c0 = time.time(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = Trainer(cfg).fit()
-    summary["process_cpu_time"] = time.process_time() - c0     # with set-up and the final evaluation
+        summary = None
+        if RunDir(run_dir).checkpoints():              # an interrupted run continues from its last epoch
+            try:
+                trainer = Trainer(cfg, run_dir=run_dir)
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: resumed at epoch {trainer.resume()}", flush=True)
+                summary = trainer.fit()
+            except RunDirBusy:                           # another process writes it: never touch it
+                raise
+            except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: cannot resume ({exc}); starting again", flush=True)
+        if summary is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            summary = Trainer(cfg).fit()
+    # process CPU time of this invocation's part of the run, with set-up and the final evaluation
+    summary["process_cpu_time"] = time.process_time() - c0
     summary["warnings"] = sorted({str(w.message)[:200] for w in caught if "ATO" in str(w.message)})
     atomic_write_text(done, json.dumps(summary, indent=1, default=str))
     print(f"[{time.strftime('%H:%M:%S')}] {name}: acc {summary['final_test_acc']:.2f} "
