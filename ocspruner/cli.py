@@ -213,10 +213,21 @@ def _train(args) -> int:
             print(f"resuming {trainer.run_dir} at epoch {start}", flush=True)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG, overrides=args.overrides, updates=updates)
-        if cfg.name and not args.overwrite:   # before any data loads (the trainer checks again under the lock)
-            from .rundir import RunDir
-            RunDir(os.path.join(cfg.out_dir, cfg.name)).check_fresh(False, flag="--overwrite")
-        trainer = Trainer(cfg, overwrite=args.overwrite)
+        early = None
+        if cfg.name and not args.overwrite and os.environ.get("RANK", "0") == "0":
+            from .rundir import RunDir, RunDirError   # before any data loads: a writer there, or a run, is named now
+            early = RunDir(os.path.join(cfg.out_dir, cfg.name))
+            early.lock()
+            try:
+                early.check_fresh(False, flag="--overwrite")
+            except RunDirError:
+                early.unlock()
+                raise
+        try:
+            trainer = Trainer(cfg, overwrite=args.overwrite)   # takes the same lock again (shared in this process)
+        finally:
+            if early is not None:
+                early.unlock()
         if trainer.dist.is_main:   # under torchrun only rank 0 prints and writes
             print(f"run directory: {trainer.run_dir}", flush=True)
     try:
