@@ -20,11 +20,12 @@ import copy
 import json
 import os
 import statistics
-import time
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from .latency import paired_speedup, time_interleaved  # the timing core, shared with the latency budget
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -36,49 +37,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30, clock: str = "wall",
-                     mode: str = "inference") -> dict:
-    """Seconds per call by the concrete ``clock`` (clock.py), ``repeats`` samples per model, the
-    models interleaved call by call (order reversed every other round). A call is an inference
-    forward (``mode="inference"``) or a training step's forward + backward (``"train"``; BatchNorm
-    statistics are restored afterwards). Returns ``{name: [seconds, ...]}`` in round order."""
-    from contextlib import ExitStack
-
-    from .clock import clock_function
-    from .latency import step_function, timing_mode
-
-    timer = clock_function(clock)
-    names = list(models)
-    device = x.device
-    with ExitStack() as stack:
-        calls = {}
-        for name in names:
-            stack.enter_context(timing_mode(models[name], mode))
-            calls[name] = step_function(models[name], x, mode)
-            for _ in range(warmup):
-                calls[name]()
-        _sync(device)
-        times = {name: [] for name in names}
-        for r in range(repeats):
-            for name in (names if r % 2 == 0 else names[::-1]):
-                _sync(device)
-                t0 = timer()
-                calls[name]()
-                _sync(device)
-                times[name].append(timer() - t0)
-    return times
-
-
-def paired_speedup(reference: Sequence[float], times: Sequence[float]) -> float:
-    """Median over rounds of reference time / model time of the SAME round."""
-    return statistics.median(a / b for a, b in zip(reference, times))
 
 
 def model_cost(model: nn.Module, example_inputs: torch.Tensor) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import ExitStack
 from typing import Callable, Optional
 
 import torch
@@ -108,6 +109,44 @@ def measure_model(model: nn.Module, example_inputs, repeats: int = 10, mode: str
     training forward + backward of the whole model; the model is left as it was."""
     with timing_mode(model, mode):
         return _time(step_function(model, example_inputs, mode), repeats, timer=clock_function(clock))
+
+
+def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30, clock: str = "wall",
+                     mode: str = "inference") -> dict:
+    """Seconds per call by the concrete ``clock`` (clock.py), ``repeats`` samples per model, the
+    models interleaved call by call (order reversed every other round). A call is an inference
+    forward (``mode="inference"``) or a training step's forward + backward (``"train"``; BatchNorm
+    statistics are restored afterwards). Returns ``{name: [seconds, ...]}`` in round order."""
+    timer = clock_function(clock)
+    names = list(models)
+    device = x.device
+    with ExitStack() as stack:
+        calls = {}
+        for name in names:
+            stack.enter_context(timing_mode(models[name], mode))
+            calls[name] = step_function(models[name], x, mode)
+            for _ in range(warmup):
+                calls[name]()
+        _sync_device(device)
+        times = {name: [] for name in names}
+        for r in range(repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                _sync_device(device)
+                t0 = timer()
+                calls[name]()
+                _sync_device(device)
+                times[name].append(timer() - t0)
+    return times
+
+
+def paired_speedup(reference: Sequence[float], times: Sequence[float]) -> float:
+    """Median over rounds of reference time / model time of the SAME round."""
+    return statistics.median(a / b for a, b in zip(reference, times))
+
+
+def _sync_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _layer_at(module: nn.Module, c_in: int, c_out: int) -> nn.Module:
@@ -340,10 +379,12 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
         twin_space = ChannelSpace(twin, space.example_inputs, ignored, ignore_output_layer=False)
         prune_to(twin, twin_space, part.keep)
         ratio, spread = measure_ratio(space.model, twin, table.example_inputs, table.mode, table.clock)
+        if spread > 0.1 * ratio:   # a noisy machine: measure three times as long (the median of
+            # paired ratios is robust; skipping the point, as before, left the table uncalibrated)
+            ratio, spread = measure_ratio(space.model, twin, table.example_inputs, table.mode, table.clock,
+                                          rounds=90)
         predicted = float(table.evaluate(part.keep)) / table.dense_raw
         history.append((predicted, ratio))
-        if spread > 0.1 * ratio:   # interquartile spread: too noisy to learn from
-            break
         if abs(predicted - ratio) <= tolerance:
             break
         table.calibrate(part.keep, ratio)
@@ -352,14 +393,12 @@ def calibrate_latency(table: LatencyTable, scores_fn, target: float, rounds: int
 
 
 def measure_ratio(reference: nn.Module, model: nn.Module, example_inputs, mode: str = "inference",
-                  clock: str = "wall", rounds: int = 7, repeats: int = 5) -> tuple[float, float]:
-    """``model``'s time over ``reference``'s (median of ``rounds`` interleaved measurements, so
-    that drift of the machine cancels in each ratio) and the interquartile spread of the ratios."""
-    ratios = []
-    for r in range(rounds):
-        pair = (reference, model) if r % 2 == 0 else (model, reference)
-        t = {id(m): measure_model(m, example_inputs, repeats, mode, clock) for m in pair}
-        ratios.append(t[id(model)] / t[id(reference)])
-    ratios.sort()
+                  clock: str = "wall", rounds: int = 30) -> tuple[float, float]:
+    """``model``'s time over ``reference``'s: the median over ``rounds`` of the ratio of two
+    calls made back to back (order alternating), so that both see the same state of a shared
+    machine, as ``ocspruner bench`` measures it; and the interquartile range of those ratios."""
+    times = time_interleaved({"reference": reference, "model": model}, _as_tuple(example_inputs)[0],
+                             warmup=2, repeats=rounds, clock=clock, mode=mode)
+    ratios = sorted(m / r for r, m in zip(times["reference"], times["model"]))
     q = len(ratios) // 4
     return statistics.median(ratios), ratios[-1 - q] - ratios[q]

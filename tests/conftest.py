@@ -34,3 +34,34 @@ class ConvBNConv(nn.Module):
 @pytest.fixture
 def convbnconv():
     return ConvBNConv()
+
+
+def _flop_time(fn, repeats=1, warmup=2, timer=None):
+    """A deterministic clock: 1 ns per FLOP of one call (forward, and backward for a training
+    step) plus 10 us per call, so latency tests do not depend on how loaded the machine is.
+    ``fn`` runs in the caller's grad mode (a training step needs autograd)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return 1e-9 * counter.get_total_flops() + 1e-5
+
+
+@pytest.fixture
+def flop_clock(monkeypatch):
+    """Replace every timing in ocspruner.latency (the table's layer timings and the whole-model
+    interleaved timings of calibration and bench) by the FLOP clock."""
+    import ocspruner.bench as bench
+    import ocspruner.latency as latency
+
+    def interleaved(models, x, warmup=5, repeats=30, clock="wall", mode="inference"):
+        out = {}
+        for name, model in models.items():
+            with latency.timing_mode(model, mode):
+                out[name] = [_flop_time(latency.step_function(model, x, mode))] * repeats
+        return out
+
+    monkeypatch.setattr(latency, "_time", _flop_time)
+    monkeypatch.setattr(latency, "time_interleaved", interleaved)
+    monkeypatch.setattr(bench, "time_interleaved", interleaved)
+    return _flop_time

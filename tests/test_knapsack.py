@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import ocspruner.latency as latency
 from ocspruner import OCSPruner
 from ocspruner.clock import clock_function, resolve_clock
 from ocspruner.cost import CostModel
@@ -178,19 +179,8 @@ def test_thread_cpu_clock_does_not_count_sleeping():
 
 
 # -- training-step latency -----------------------------------------------------------------------
-def _counted_time(fn, repeats, warmup=2, timer=None):
-    """Deterministic clock for tests: 1 ns per FLOP (forward and backward) + 10 us per call."""
-    from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return 1e-9 * counter.get_total_flops() + 1e-5
-
-
-def test_train_latency_budget_through_the_engine(monkeypatch):
-    import ocspruner.latency as latency
-
-    monkeypatch.setattr(latency, "_time", _counted_time)
+def test_train_latency_budget_through_the_engine(flop_clock):
     model = create_model("resnet20")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.3, metric="train_latency", latency_batch=4,

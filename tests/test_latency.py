@@ -70,22 +70,10 @@ def test_calibration_maps_predicted_savings_through_measured_points_by_hand(tabl
     del table.raw
 
 
-def _counted_time(fn, repeats, warmup=2, timer=None):
-    """A deterministic clock for tests: 1 ns per FLOP plus 10 us per call (no wall time).
-    ``fn`` runs in the caller's grad mode (a training step needs autograd)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return 1e-9 * counter.get_total_flops() + 1e-5
-
-
-def test_latency_budget_through_the_engine(monkeypatch):
+def test_latency_budget_through_the_engine(flop_clock):
     # the machinery end to end (table, closed-loop calibration, partition) on a deterministic
     # clock, so the test does not depend on how loaded the machine is
-    import ocspruner.latency as latency
-
-    monkeypatch.setattr(latency, "_time", _counted_time)
     model = create_model("resnet20")
     pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.05, metric="latency", latency_batch=8,
                        max_prune_fraction=0.9, round_to=4)
@@ -100,11 +88,8 @@ def test_latency_budget_through_the_engine(monkeypatch):
         OCSPruner(create_model("tiny_convnet"), torch.randn(1, 3, 16, 16), metric="energy")
 
 
-def test_latency_calibration_is_restored_with_the_engine_state(monkeypatch):
+def test_latency_calibration_is_restored_with_the_engine_state(flop_clock):
     """The calibration map is algorithm state: a resumed run partitions as before the stop."""
-    import ocspruner.latency as latency
-
-    monkeypatch.setattr(latency, "_time", _counted_time)
     kw = dict(target=0.3, metric="latency", latency_batch=8, max_prune_fraction=0.9, round_to=4)
     first = OCSPruner(create_model("resnet20"), torch.randn(1, 3, 16, 16), **kw)
     first.latency_table.points = ((0.25, 0.3),)            # a measured point, as calibration adds
