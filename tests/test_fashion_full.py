@@ -1,0 +1,80 @@
+"""benchmarks/fashion_full.py (issue 16): the plan and the summary of synthetic run records."""
+import importlib.util
+import math
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ff():
+    spec = importlib.util.spec_from_file_location("fashion_full", os.path.join(ROOT, "benchmarks", "fashion_full.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def rec(label, seed, acc, cpu, speedup=None):
+    r = {"key": f"{label}-s{seed}", "label": label, "seed": seed, "final_test_acc": acc, "cpu_time": cpu,
+         "wall_time": 2 * cpu, "flops_ratio": 1.0 if label == "dense" else 0.5, "params_ratio": 0.4,
+         "t_sl_start": None, "t_star": None}
+    if speedup is not None:
+        r["bench"] = {"speedup": speedup, "train_speedup": speedup - 0.1, "clock": "thread"}
+    return r
+
+
+def test_plan_order_seeds_and_fig_runs(ff):
+    keys = [r["key"] for r in ff.plan(15)]
+    assert keys[:3] == ["dense-s0", "ocspruner-s0", "ocspruner_knapsack-s0"]
+    assert keys.index("ato-s0") < keys.index("dense-s1") < keys.index("dense-s2") < keys.index("fig3-noreg-s0")
+    assert sum(k.startswith("dense-") for k in keys) == 3 and sum(k.startswith("random-") for k in keys) == 2
+    assert [k for k in keys if k.startswith("fig4")] == [f"fig4-prune-at-{e}-s0" for e in (3, 6, 9, 12)]
+    assert ff.fig4_epochs(2) == [1]
+    runs = {r["key"]: r for r in ff.plan(15)}
+    assert runs["ocspruner_knapsack-s1"]["updates"] == {"pruning.partition": "knapsack"}
+    assert runs["fig3-noreg-s0"]["updates"] == {"pruning.use_eq8": False, "pruning.use_eq9": False}
+    assert [r["key"] for r in ff.select(ff.plan(15), "greg,fig3")] == ["greg-s0", "greg-s1", "fig3-noreg-s0"]
+    with pytest.raises(SystemExit, match="unknown name"):
+        ff.select(ff.plan(15), "pai")
+
+
+def test_summary_means_stds_ratios_and_pending(ff):
+    records = [rec("dense", 0, 94.0, 100.0), rec("dense", 1, 93.0, 120.0), rec("dense", 2, 92.0, 110.0),
+               rec("ocspruner", 0, 93.0, 80.0, 1.6), rec("ocspruner", 1, 92.0, 60.0, 1.8),
+               rec("ocspruner_knapsack", 0, 93.5, 99.0, 1.5),
+               rec("random", 0, 91.0, 50.0, 1.7), rec("random", 1, 91.4, 50.0, 1.7)]
+    s = ff.study_summary({r["key"]: r for r in records}, ["snip-s0", "ato-s0"], 54000, 15)
+    assert s["n_train"] == 54000 and s["epochs"] == 15 and s["seeds"] == [0, 1, 2]
+    assert s["dense_acc"] == pytest.approx(93.0) and s["dense_acc_std"] == pytest.approx(1.0)
+    # knapsack (one seed, 93.5) beats ranking (mean 92.5): the best variant is picked by mean accuracy
+    assert s["best_ocspruner_method"] == "ocspruner_knapsack"
+    assert s["best_ocspruner_acc"] == pytest.approx(93.5) and s["best_ocspruner_acc_std"] == 0.0
+    assert s["best_ocspruner_drop"] == pytest.approx(-0.5)
+    assert s["best_ocspruner_cpu_ratio"] == pytest.approx(99.0 / 110.0)
+    assert s["random_acc"] == pytest.approx(91.2) and s["random_acc_std"] == pytest.approx(math.sqrt(0.08))
+    assert s["pai_acc"] is None and s["ato_acc"] is None and s["ato_acc_std"] is None   # pending, not zero
+    assert s["pending"] == ["snip-s0", "ato-s0"] and s["complete"] is False
+    ocs = s["methods"]["ocspruner"]
+    assert ocs["acc"] == pytest.approx(92.5) and ocs["acc_std"] == pytest.approx(math.sqrt(0.5))
+    assert ocs["cpu_ratio"] == pytest.approx(70.0 / 110.0) and ocs["drop"] == pytest.approx(0.5)
+    assert ocs["inference_speedup"] == pytest.approx(1.7) and ocs["train_speedup"] == pytest.approx(1.6)
+    assert ocs["flops_pct"] == pytest.approx(50.0) and ocs["seeds"] == [0, 1]
+    assert s["methods"]["dense"]["cpu_ratio"] == 1.0 and s["methods"]["dense"]["inference_speedup"] is None
+    g = s["goals"]
+    assert g["drop_within_0.3"] is True and g["cpu_ratio_at_most_0.8"] is False
+    assert g["ahead_of_random_by_spread"] is True and g["ahead_of_pai_by_spread"] is None
+
+
+def test_summary_of_nothing_is_all_pending(ff):
+    s = ff.study_summary({}, ["dense-s0"], None, 15)
+    assert s["dense_acc"] is None and s["best_ocspruner_acc"] is None and s["methods"] == {}
+    assert all(v is None for v in s["goals"].values())
+
+
+def test_what_it_shows_is_kept_across_rewrites(ff, tmp_path):
+    doc = tmp_path / "d.md"
+    assert ff.kept_section(str(doc)) == ff.WHAT_IT_SHOWS_TODO
+    doc.write_text("# t\n\n## Table\n\nx\n\n## What it shows\n\nOCSPruner wins.\nTwo lines.\n\n## Later\n\ny\n")
+    assert ff.kept_section(str(doc)) == "OCSPruner wins.\nTwo lines."
