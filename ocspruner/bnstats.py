@@ -5,8 +5,8 @@ statistics are an exponential average (momentum 0.1) over earlier steps, so they
 weights; evaluated with them, a model whose training accuracy stays at 97-99% reads far lower on
 validation. Measured on the quick start (``benchmarks/bn_lag.py``): in the three epochs after
 t_sl-start validation read 41.0%, 56.3%, 95.1% with the running statistics and 98.6%, 97.2%,
-99.3% with re-estimated ones (same weights); the running variance was too large by 0.3x, 6.6x
-and 19x on average over the BN layers, against 0.02-0.08x in the other epochs.
+99.3% with re-estimated ones (same weights); the running variance was off by 0.3x, 6.6x and
+19x on average over the BN layers, against 0.01-0.2x in all other epochs.
 
 :func:`recalibrate` re-estimates them: running statistics reset, then a cumulative average over a
 few forward passes in training mode, without gradients. The weights are not touched.
