@@ -194,7 +194,10 @@ def run_models(run_dir: str) -> tuple:
     dense = create_model(arch["model"], num_classes=arch["num_classes"], in_channels=arch["in_channels"],
                          **arch.get("model_options", {})).eval()
     cfg_path = rd.file(RunDir.CONFIG)
-    cfg = yaml.safe_load(open(cfg_path)) if os.path.isfile(cfg_path) else {}
+    cfg = {}
+    if os.path.isfile(cfg_path):
+        with open(cfg_path) as fh:
+            cfg = yaml.safe_load(fh)
     return dense, load(path), arch, cfg or {}
 
 
