@@ -28,6 +28,13 @@ import torch.nn as nn
 from .latency import paired_speedup, time_interleaved  # the timing core, shared with the latency budget
 
 
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        torch.set_num_threads(int(threads))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (``q`` in [0, 100]) of a non-empty sequence."""
     xs = sorted(values)
@@ -79,10 +86,7 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if threads is not None:
-        if int(threads) < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(int(threads))
+    _set_threads(threads)
     from .clock import DESCRIPTIONS, resolve_clock
 
     clock = resolve_clock(clock, str(dev))
@@ -239,10 +243,7 @@ def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: 
     same with rounding."""
     from .models import create_model, default_input_size
 
-    if kw.get("threads") is not None:   # the latency table must be measured as bench will time
-        if int(kw["threads"]) < 1:
-            raise ValueError(f"threads must be a positive integer, got {kw['threads']!r}")
-        torch.set_num_threads(int(kw["threads"]))
+    _set_threads(kw.get("threads"))   # the latency table must be measured as bench will time
     torch.manual_seed(seed)
     dense = create_model(model, num_classes=num_classes, **(model_options or {})).eval()
     size = input_size or default_input_size(model)

@@ -102,7 +102,7 @@ class Partitioner:
         # the cost depends only on how many channels each group keeps, not on which ones
         within = torch.arange(self.group_of.numel()) - self.offsets[self.group_of]
         keep = self._keep_from_counts(self.caps, within)
-        return 1.0 - float(self.cost_model.evaluate(keep, self.metric)) / self.dense_cost
+        return 1.0 - self._evaluate(keep) / self.dense_cost
 
     def check_target(self, reduction: float) -> None:
         if not (isinstance(reduction, (int, float)) and 0.0 < reduction < 1.0):
@@ -139,7 +139,7 @@ class Partitioner:
         def keep_for(k: int) -> tuple[torch.Tensor, float]:
             counts = torch.bincount(self.group_of.index_select(0, global_order[:k]), minlength=len(self.sizes))
             keep = self._keep_from_counts(counts, within)
-            return keep, float(self.cost_model.evaluate(keep, self.metric))
+            return keep, self._evaluate(keep)
 
         lo, hi = 0, len(global_order)          # cost(lo) > target >= cost(hi) once checked
         keep, cost = keep_for(hi)
@@ -181,7 +181,7 @@ class Partitioner:
         gap = target - cost
         if gap <= 0 or len(removed) == 0:
             return keep, cost
-        marginal = self.cost_model.marginal_costs(keep, self.metric)[removed].tolist()
+        marginal = self._marginal(keep)[removed].tolist()
         keep = keep.clone()
         accepted = []
         for c, m in zip(reversed(removed.tolist()), reversed(marginal)):
@@ -189,18 +189,19 @@ class Partitioner:
                 keep[c] = True
                 accepted.append(c)
                 gap -= m
-        trial = float(self.cost_model.evaluate(keep, self.metric))
+        trial = self._evaluate(keep)
         while trial > target * (1 + 1e-12) and accepted:   # cross terms pushed it over: undo the last
             keep[accepted.pop()] = False
-            trial = float(self.cost_model.evaluate(keep, self.metric))
+            trial = self._evaluate(keep)
         return keep, trial
 
     def _restore_blocks(self, keep: torch.Tensor, cost: float, target: float,
                         scores: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The refill for groups whose kept width must stay a multiple m > 1 (round_to, GroupNorm,
         heads): removed channels go back m at a time, the most valuable block first (by mean
-        ``scores``: saliency, or saliency per unit of cost for the knapsack), whenever the exact cost stays within the budget. Without it, one coarse step of
-        the prefix search can overshoot a 50% target by 15 points on a small ResNet."""
+        ``scores``: saliency, or saliency per unit of cost for the knapsack), whenever the exact
+        cost stays within the budget. Without it, one coarse step of the prefix search can
+        overshoot a 50% target by 15 points on a small ResNet."""
         blocks = []
         for gi, g in enumerate(self.cost_model.space.groups):
             m = int(self.multiple[gi])
@@ -218,7 +219,7 @@ class Partitioner:
             if gi in closed or next_block.get(gi, 0) != j:
                 continue
             keep[chunk] = True
-            trial = float(self.cost_model.evaluate(keep, self.metric))
+            trial = self._evaluate(keep)
             if trial <= target * (1 + 1e-12):
                 cost, next_block[gi] = trial, j + 1
             else:   # later blocks of this group cost as much: the group is done
