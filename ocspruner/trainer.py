@@ -449,6 +449,10 @@ class Trainer:
         if not {"epoch", "model", "optimizer", "method", "config"} <= set(state):
             raise CheckpointError(f"{path!r} is not an ocspruner training checkpoint")
         mine, saved = _flatten(self.cfg.to_dict()), _flatten(state["config"])
+        # a key the checkpoint's code did not have yet ran with its default: a checkpoint written
+        # before a release added a key resumes as long as this run keeps that key at its default
+        defaults = _flatten(RunConfig().to_dict())
+        saved = {**{k: v for k, v in defaults.items() if k not in saved and k in mine}, **saved}
         diff = sorted(k for k in set(mine) | set(saved) if k.split(".")[0] not in self.RESUME_FREE
                       and mine.get(k) != saved.get(k))
         if diff:

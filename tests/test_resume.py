@@ -63,6 +63,24 @@ def test_resume_into_different_config_is_refused(tmp_path, capsys):
     assert rc == 2 and "not a run directory" in capsys.readouterr().err
 
 
+def test_checkpoint_older_than_a_config_key_resumes_at_its_default(tmp_path):
+    """A checkpoint whose config lacks a key (written before the key existed) ran with the key's
+    default: it resumes when the run keeps that default, and is refused in one line otherwise."""
+    first = Trainer(_cfg(tmp_path, "old"))
+    first.fit(stop_after=1)
+    ckpt_dir = os.path.join(first.run_dir, "checkpoints")
+    for name in os.listdir(ckpt_dir):
+        path = os.path.join(ckpt_dir, name)
+        state = torch.load(path, weights_only=True)
+        assert state["config"]["pruning"].pop("layernorm_kept_stats") is True     # the default
+        torch.save(state, path)
+    resumed = Trainer(_cfg(tmp_path, "old"), run_dir=first.run_dir)
+    assert resumed.resume() == 2
+    changed = Trainer(_cfg(tmp_path, "old", **{"pruning.layernorm_kept_stats": False}), run_dir=first.run_dir)
+    with pytest.raises(Exception, match="pruning.layernorm_kept_stats' \\(True saved, False now\\)"):
+        changed.resume()
+
+
 def test_checkpoints_load_weights_only_and_keep_last_n(tmp_path):
     t = Trainer(_cfg(tmp_path, "k", keep_checkpoints=3))
     t.fit(stop_after=5)
