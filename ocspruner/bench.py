@@ -130,16 +130,16 @@ def bench_models(models: dict, input_shape: Sequence[int], batch_sizes: Sequence
 def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optional[torch.Tensor],
                    target: float, round_to: int = 1, max_prune_fraction: float = 0.75,
                    metric: str = "flops", partition: str = "ranking", latency_batch: int = 64,
-                   setup: Optional[dict] = None) -> tuple:
+                   setup: Optional[dict] = None, price: Optional[str] = None) -> tuple:
     """A pruned deep copy of ``model``: partition at ``target`` of ``metric`` (Eq. 1) by ``scores``
     (default: Eq. 2 saliency of the model's current weights) with the ``partition`` strategy,
     then physical pruning. For a measured metric (``latency``, ``train_latency``) the per-layer
     table is measured here at ``latency_batch`` and calibrated in a closed loop, as the engine
-    does; ``setup`` (a dict), if given, receives the clock and the calibration rounds. Returns
+    does (a measured ``price`` of the knapsack is measured the same way, without calibration); ``setup`` (a dict), if given, receives the clock and the calibration rounds. Returns
     ``(pruned model, keep mask, achieved reduction)``."""
     from .cost import CostModel
     from .dependency import ChannelSpace
-    from .engine import LATENCY_METRICS, build_latency_table
+    from .engine import LATENCY_METRICS, OCSConfig, build_latency_table, price_table
     from .importance import group_l2
     from .latency import calibrate_latency
     from .partition import Partitioner
@@ -150,15 +150,17 @@ def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optio
     cost = CostModel(space)
     if scores is None:
         scores = group_l2(dict(twin.named_parameters()), space)
+    price_table(cost, example_inputs.cpu()[:1], OCSConfig(target=target, metric=metric, partition=partition,
+                                                        price=price, latency_batch=latency_batch).validate())
     if metric in LATENCY_METRICS:
         table = build_latency_table(cost, example_inputs.cpu()[:1], latency_batch, metric)
         history = calibrate_latency(table, lambda: scores, target, max_prune_fraction=max_prune_fraction,
-                                    round_to=round_to, strategy=partition)
+                                    round_to=round_to, strategy=partition, price=price)
         if setup is not None:
             setup.update({"clock": table.clock, "latency_batch": latency_batch,
                           "calibration": [[round(p, 4), round(m, 4)] for p, m in history]})
     # with round_to > 1 the partition gives whole blocks back up to the budget (partition.py)
-    keep = Partitioner(cost, metric, max_prune_fraction, round_to, partition).partition(scores, target).keep
+    keep = Partitioner(cost, metric, max_prune_fraction, round_to, partition, price).partition(scores, target).keep
     prune_to(twin, space, keep)
     return twin.eval(), keep, 1.0 - float(cost.evaluate(keep, metric)) / cost.dense[metric]
 
@@ -235,7 +237,7 @@ def bench_run(run_dir: str, batch_sizes=(1, 64), round_to: int = 1, out: Optiona
 def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: int = 1,
                 input_size: Optional[int] = None, num_classes: int = 10, model_options: Optional[dict] = None,
                 max_prune_fraction: float = 0.75, out: Optional[str] = None, seed: int = 0,
-                metric: str = "flops", partition: str = "ranking", **kw) -> dict:
+                metric: str = "flops", partition: str = "ranking", price: Optional[str] = None, **kw) -> dict:
     """Bench a registry model against its prune at ``target`` of ``metric`` (``flops``, ``params``,
     ``latency`` or ``train_latency``, measured here at the largest batch size) with the
     ``partition`` strategy (``ranking``: the paper's; ``knapsack``: cost-aware): partition by
@@ -250,7 +252,7 @@ def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: 
     shape = (3, size, size)
     example = torch.randn(1, *shape)
     setup: dict = {}
-    variant = dict(metric=metric, partition=partition, latency_batch=max(int(b) for b in batch_sizes))
+    variant = dict(metric=metric, partition=partition, price=price, latency_batch=max(int(b) for b in batch_sizes))
     pruned, keep, red = pruned_variant(dense, example, None, target, 1, max_prune_fraction, setup=setup, **variant)
     models = {"dense": dense, "pruned": pruned}
     if round_to > 1:
@@ -258,7 +260,7 @@ def bench_named(model: str, target: float = 0.5, batch_sizes=(1, 64), round_to: 
                                                              max_prune_fraction, **variant)
     result = bench_models(models, shape, batch_sizes, **kw)
     result.update({"model": model, "target": target, "round_to": round_to, "metric": metric,
-                   "partition": partition, "achieved_reduction": red, "setup": setup,
+                   "partition": partition, "price": price or metric, "achieved_reduction": red, "setup": setup,
                    "scores": "Eq. 2 saliency of random-init weights (seed %d)" % seed})
     if out:
         _write(result, out)

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", dest="channels_last", action="store_true")
     b.add_argument("--partition", choices=["ranking", "knapsack"], default="ranking",
                    help="with --model: global saliency ranking (the paper's) or the cost-aware knapsack")
+    b.add_argument("--price", choices=["flops", "params", "latency", "train_latency"], default=None,
+                   help="with --partition knapsack: the cost a channel is priced by (default: --metric); "
+                        "--metric flops --price latency meets the FLOPs budget with the channels that save "
+                        "the most measured time")
     b.add_argument("--metric", choices=["flops", "params", "latency", "train_latency"], default="flops",
                    help="with --model: the budget --target is a fraction of (latency budgets measure a table "
                         "here at the largest batch size and calibrate it)")
@@ -155,11 +159,16 @@ def _bench(args) -> int:
               progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     from .clock import resolve_clock
     resolve_clock(args.clock, args.device, args.threads)   # a clock that cannot time here: one line now
-    if args.run_dir and (args.partition != "ranking" or args.metric != "flops"):
-        raise ConfigError("--partition and --metric apply to --model; a run's pruned model is benched as it was "
+    if args.run_dir and (args.partition != "ranking" or args.metric != "flops" or args.price):
+        raise ConfigError("--partition, --metric and --price apply to --model; a run's pruned model is benched as it was "
                           "trained (drop them, or bench --model NAME)")
+    if args.price and args.price != args.metric and args.partition != "knapsack":
+        raise ConfigError(f"--price {args.price} prices channels for --partition knapsack only; add it or drop --price")
     if args.model and args.metric in ("latency", "train_latency"):
         print(f"bench: measuring a per-layer {args.metric} table and calibrating it (a few minutes)",
+              file=sys.stderr, flush=True)
+    elif args.model and args.price in ("latency", "train_latency"):
+        print(f"bench: measuring a per-layer {args.price} table to price channels by (a minute)",
               file=sys.stderr, flush=True)
     if args.run_dir:
         from .rundir import RunDir
@@ -174,7 +183,7 @@ def _bench(args) -> int:
         if not isinstance(options, dict):
             raise ConfigError(f"--model-options must be a YAML mapping, got {args.model_options!r}")
         result = bench_named(args.model, args.target, model_options=options, input_size=args.input_size,
-                             out=args.out, metric=args.metric, partition=args.partition, **kw)
+                             out=args.out, metric=args.metric, partition=args.partition, price=args.price, **kw)
         where = args.out
     print(format_table(result))
     if where:

@@ -55,6 +55,9 @@ class OCSConfig:
                                         # device) or "train_latency" (forward + backward, measured)
     partition: str = "ranking"          # "ranking": the paper's global saliency order (Alg. 1);
                                         # "knapsack": saliency per unit of the metric's marginal cost
+    price: Optional[str] = None         # knapsack only: the metric that prices a channel (None: the
+                                        # budget metric); metric flops + price latency meets the FLOPs
+                                        # budget exactly with the channels that save the most time
     latency_batch: Optional[int] = None # batch size the latency table is measured at (None: the example's)
     latency_clock: str = "auto"         # clock of the latency table: auto, thread_cpu, process_cpu, wall
     criterion: str = "group_l2"         # saliency, Eq. 2 by default
@@ -117,6 +120,11 @@ class OCSConfig:
             bad(f"metric must be 'flops', 'params', 'latency' or 'train_latency', got {self.metric!r}")
         if self.partition not in STRATEGIES:
             bad(f"partition must be one of {list(STRATEGIES)} (knapsack: cost-aware), got {self.partition!r}")
+        if self.price not in (None, "flops", "params", "latency", "train_latency"):
+            bad(f"price must be None, 'flops', 'params', 'latency' or 'train_latency', got {self.price!r}")
+        if self.price not in (None, self.metric) and self.partition != "knapsack":
+            bad(f"price {self.price!r} prices channels for partition 'knapsack' only (partition is "
+                f"{self.partition!r}); set pruning.partition=knapsack or drop pruning.price")
         if self.latency_clock not in CLOCKS:
             bad(f"latency_clock must be one of {list(CLOCKS)}, got {self.latency_clock!r}")
         for name in ("adaptive_tau_ratio", "adaptive_eps_ratio"):
@@ -187,6 +195,7 @@ class OCSPruner:
             check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
         self.cost_model = CostModel(self.space)
         self.latency_table, self.latency_calibration = None, []
+        self.price_table = price_table(self.cost_model, example_inputs, self.config)
         if self.config.metric in LATENCY_METRICS:
             from .latency import calibrate_latency
             self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch,
@@ -194,7 +203,7 @@ class OCSPruner:
             self.latency_calibration = calibrate_latency(
                 self.latency_table, self.scores, self.config.target,
                 max_prune_fraction=self.config.max_prune_fraction, round_to=self.config.round_to,
-                strategy=self.config.partition)
+                strategy=self.config.partition, price=self.config.price)
         self._configure()
         self.partitioner.check_target(self.config.target)   # unreachable budgets fail here
         self.regularizer = GroupRegularizer(self.space)
@@ -222,7 +231,7 @@ class OCSPruner:
         """Objects derived from the config (at construction and when a state is restored)."""
         cfg = self.config
         self.partitioner = Partitioner(self.cost_model, cfg.metric, cfg.max_prune_fraction, cfg.round_to,
-                                       cfg.partition)
+                                       cfg.partition, cfg.price)
         self.criterion = get_criterion(cfg.criterion)
         self._weights = self.space.layer_weights() if cfg.per_layer_average else None
         self._lag = cfg.sl_start_lag if cfg.sl_start_lag is not None else cfg.window
@@ -479,6 +488,7 @@ class OCSPruner:
             points = state.get("latency_points")
             if points is not None and len(points):
                 self.latency_table.points = tuple((float(x), float(y)) for x, y in points.tolist())
+        self.price_table = self.price_table or price_table(self.cost_model, self.space.example_inputs, self.config)
         self._configure()
         self.history = [row.bool() for row in state["history"]]
         self.raw = [None if math.isnan(v) else v for v in state["raw"].tolist()]
@@ -516,6 +526,16 @@ def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[i
     table = LatencyTable(cost_model, ex, mode="train" if metric == "train_latency" else "inference", clock=clock)
     table.attach()
     return table
+
+
+def price_table(cost_model: CostModel, example_inputs, cfg: OCSConfig):
+    """The latency table that prices channels for the knapsack, when the price is a measured
+    metric the cost model does not know yet (a FLOPs budget priced by latency). Pricing needs no
+    calibration: the calibration map scales every channel's marginal cost by the same slope at a
+    given sub-network, so it cannot change the knapsack's order. None when no table is needed."""
+    if cfg.price in LATENCY_METRICS and cfg.price not in cost_model.dense and cfg.price != cfg.metric:
+        return build_latency_table(cost_model, example_inputs, cfg.latency_batch, cfg.price, cfg.latency_clock)
+    return None
 
 
 __all__ = ["OCSPruner", "OCSConfig", "EpochReport", "BudgetError", "SEARCH", "SPARSITY", "PRUNED"]

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from .cost import CostModel
 from .dependency import ChannelSpace
-from .engine import OCSConfig, OCSPruner
+from .engine import OCSConfig, OCSPruner, price_table
 from .recipe import lr_at
 
 _METHODS: Dict[str, Callable[[], "Method"]] = {}
@@ -116,6 +116,8 @@ def make_partitioner(cost: CostModel, pruning, round_to: Optional[int] = None):
     kwargs = {}
     if getattr(pruning, "partition", None) is not None:
         kwargs["strategy"] = pruning.partition
+    if getattr(pruning, "price", None) is not None:
+        kwargs["price"] = pruning.price
     return Partitioner(cost, pruning.metric, pruning.max_prune_fraction,
                        pruning.round_to if round_to is None else round_to, **kwargs)
 
@@ -212,6 +214,7 @@ class ChannelMethod(Method):
         self.space = ChannelSpace(model, example_inputs, self.ignored)
         check_prunable(self.space)
         self.cost = CostModel(self.space)
+        price_table(self.cost, example_inputs, p)      # a latency price is measured here
         self.partitioner = make_partitioner(self.cost, p)
         self.partitioner.check_target(self.target)
         self.final_keep: Optional[torch.Tensor] = None
@@ -360,6 +363,7 @@ class OCSPrunerMethod(Method):
     def summary(self) -> dict:
         e, cm = self.engine, self.engine.cost_model
         return {"t_sl_start": e.t_sl_start, "t_star": e.t_star, "target": e.config.target, "metric": e.config.metric,
+                "partition": e.config.partition, "price": e.config.price or e.config.metric,
                 "dense_flops": cm.dense["flops"], "dense_params": cm.dense["params"],
                 "final_flops": e.current_cost("flops"), "final_params": e.current_cost("params"),
                 "pruned": e.t_star is not None}

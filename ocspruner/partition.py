@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 
@@ -59,16 +59,27 @@ class Partitioner:
             widths); an unpruned group keeps its original width.
         strategy: ``"ranking"`` (saliency order, the paper's) or ``"knapsack"`` (saliency per
             unit of marginal cost of the budget metric).
+        price: the knapsack's price of a channel, a metric of the cost model (default: the
+            budget ``metric``). ``metric="flops", price="latency"`` meets a FLOPs budget exactly
+            and, of the ways to meet it, prefers the channels whose removal saves the most
+            measured time per saliency lost.
     """
 
     def __init__(self, cost_model: CostModel, metric: str = "flops",
                  max_prune_fraction: Union[float, Mapping[str, float]] = 1.0, round_to: int = 1,
-                 strategy: str = "ranking"):
+                 strategy: str = "ranking", price: Optional[str] = None):
         if strategy not in STRATEGIES:
             raise BudgetError(f"unknown partition {strategy!r}; use one of {list(STRATEGIES)}")
         self.strategy = strategy
         if metric not in cost_model.dense:
             raise BudgetError(f"unknown budget metric {metric!r}; use one of {sorted(cost_model.dense)}")
+        self.price = metric if price is None else price
+        if self.price not in cost_model.dense:
+            raise BudgetError(f"unknown price metric {self.price!r}; use one of {sorted(cost_model.dense)} "
+                              f"(a latency price needs the latency table built first)")
+        if self.price != metric and strategy != "knapsack":
+            raise BudgetError(f"a price metric ({self.price!r}) only applies to partition 'knapsack', "
+                              f"not {strategy!r}; drop it or use the knapsack")
         if int(round_to) < 1:
             raise BudgetError(f"round_to must be a positive integer, got {round_to!r}")
         self.cost_model, self.metric, self.round_to = cost_model, metric, int(round_to)
@@ -132,7 +143,7 @@ class Partitioner:
         target = (1.0 - reduction) * self.dense_cost
         if self.strategy == "knapsack":
             global_order = knapsack_order(scores * self.value_scale, within, cand, target, self._evaluate,
-                                          self._marginal)
+                                          self._marginal, price=self._priced if self.price != self.metric else None)
         else:
             global_order = cand[torch.argsort(scores[cand], stable=True)]
 
@@ -157,7 +168,7 @@ class Partitioner:
         keep, cost = self._restore(keep, cost, target, refillable)
         if bool((self.multiple > 1).any()):   # ... and whole multiples elsewhere
             value = scores if self.strategy == "ranking" else \
-                scores * self.value_scale / self._marginal(keep).clamp_min(_TINY)   # knapsack: value per cost
+                scores * self.value_scale / self._priced(keep).clamp_min(_TINY)   # knapsack: value per cost
             keep, cost = self._restore_blocks(keep, cost, target, value)
         return Partition(keep=keep, cost=cost, dense_cost=self.dense_cost, removed_channels=int((~keep).sum()))
 
@@ -166,6 +177,10 @@ class Partitioner:
 
     def _marginal(self, keep: torch.Tensor) -> torch.Tensor:
         return self.cost_model.marginal_costs(keep, self.metric).detach()
+
+    def _priced(self, keep: torch.Tensor) -> torch.Tensor:
+        """The knapsack's price of every channel at ``keep``: marginal costs of the price metric."""
+        return self.cost_model.marginal_costs(keep, self.price).detach()
 
     def _restore(self, keep: torch.Tensor, cost: float, target: float,
                  removed: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -245,7 +260,8 @@ _TINY = 1e-30
 
 
 def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch.Tensor, target: float,
-                   evaluate, marginal, close: float = 0.5, settle: float = 0.02, max_rounds: int = 64) -> torch.Tensor:
+                   evaluate, marginal, close: float = 0.5, settle: float = 0.02, max_rounds: int = 64,
+                   price=None) -> torch.Tensor:
     """Removal order of ``candidates`` (channel ids) for the cost-aware partition: a greedy
     knapsack that maximises the saliency kept under the budget ``target``.
 
@@ -258,8 +274,12 @@ def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch
     search places the cut exactly. Within a group the channels go in saliency
     order (``within``: rank in the group), because they share one marginal cost.
 
-    Pure in its inputs: ``evaluate(keep) -> float`` and ``marginal(keep) -> tensor`` are the
-    cost model's. Each round is one backward pass through the cost model, and the gap shrinks
+    ``price(keep) -> tensor``, if given, prices the channels instead of ``marginal`` (a FLOPs
+    budget whose channels are priced by measured latency: the budget is still met in FLOPs, and
+    of the ways to meet it the greedy prefers the one that saves the most time per saliency lost).
+
+    Pure in its inputs: ``evaluate(keep) -> float``, ``marginal(keep) -> tensor`` and ``price`` are
+    the cost model's. Each round is one backward pass through the cost model, and the gap shrinks
     geometrically, so a call costs a few dozen evaluations (milliseconds on a ResNet-56).
     """
     n = scores.numel()
@@ -273,7 +293,8 @@ def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch
         if cost - target <= settle * first_gap or len(remaining) == 0:
             break
         m = marginal(keep).index_select(0, remaining).clamp_min(_TINY)
-        priority = scores.index_select(0, remaining) / m
+        p = m if price is None else price(keep).index_select(0, remaining).clamp_min(_TINY)
+        priority = scores.index_select(0, remaining) / p
         # a channel ranked below another of its group must not go after it: priorities are
         # equal-cost within a group, so sorting (priority, within-rank) keeps the group's order
         idx = torch.argsort(priority, stable=True)
@@ -284,6 +305,6 @@ def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch
         keep[ranked[:take]] = False
         remaining = ranked[take:]
     if len(remaining):
-        m = marginal(keep).index_select(0, remaining).clamp_min(_TINY)
-        order.append(remaining[torch.argsort(scores.index_select(0, remaining) / m, stable=True)])
+        p = (marginal if price is None else price)(keep).index_select(0, remaining).clamp_min(_TINY)
+        order.append(remaining[torch.argsort(scores.index_select(0, remaining) / p, stable=True)])
     return torch.cat(order) if order else candidates[:0]

@@ -127,7 +127,7 @@ def test_bench_knapsack_partition_training_speedup_and_clock(tmp_path, capsys):
 @pytest.mark.parametrize("args,needle", [
     ([], "give a run directory or --model NAME"),
     (["--model", "tiny_convnet", "--clock", "thread_cpu", "--threads", "2"], "use 1 thread"),
-    (["/nonexistent/run", "--partition", "knapsack"], "--partition and --metric apply to --model"),
+    (["/nonexistent/run", "--partition", "knapsack"], "--partition, --metric and --price apply to --model"),
     (["--model", "tiny_convnet", "--batch-sizes", "1,x"], "--batch-sizes must be a comma list"),
     (["--model", "tiny_convnet", "--round-to", "0"], "--round-to must be >= 1"),
     (["/nonexistent/run"], "has no final_model.pt"),

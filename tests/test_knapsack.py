@@ -199,3 +199,63 @@ def test_train_latency_budget_through_the_engine(flop_clock):
     assert part.reduction >= 0.3
     state = pruner.state_dict()
     assert state["config"]["metric"] == "train_latency" and state["config"]["partition"] == "knapsack"
+
+
+def test_knapsack_order_ranks_by_the_price_and_counts_savings_in_the_budget():
+    # budget costs 1, 2, 4 but prices 4, 2, 1: by price, channel 0 is the dearest and goes first
+    costs = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    prices = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
+    evaluate = lambda keep: float((keep.to(torch.float64) * costs).sum())       # noqa: E731
+    order = knapsack_order(torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.long), torch.arange(3),
+                           target=1.0, evaluate=evaluate, marginal=lambda keep: costs.clone(),
+                           price=lambda keep: prices.clone())
+    assert order.tolist() == [0, 1, 2]
+
+
+def test_flops_budget_priced_by_another_metric():
+    _, space, cost = _space()
+    scores = _scores(space, a=[1.0, 1.1, 1.2, 1.3], b=[0.5, 0.6, 0.7, 0.8])
+    target = 0.35
+    ranking = Partitioner(cost, "flops", 0.75, 1, "ranking").partition(scores, target)
+    by_flops = Partitioner(cost, "flops", 0.75, 1, "knapsack").partition(scores, target)
+    # every channel of both branches has 2 parameters (a 1x1 weight in and one out): priced by
+    # params, all channels cost the same, so the knapsack is the paper's saliency order, and the
+    # budget is still met in FLOPs exactly as the ranking meets it
+    by_params = Partitioner(cost, "flops", 0.75, 1, "knapsack", price="params").partition(scores, target)
+    full = torch.ones(space.num_channels, dtype=torch.float64)
+    m = cost.marginal_costs(full, "params")
+    assert float(m.min()) == float(m.max()) == 2.0
+    assert torch.equal(by_params.keep, ranking.keep) and not torch.equal(by_params.keep, by_flops.keep)
+    assert by_params.cost == pytest.approx(float(cost.evaluate(by_params.keep, "flops")))
+    assert by_params.reduction >= target
+    with pytest.raises(BudgetError, match="price metric 'latency'"):
+        Partitioner(cost, "flops", 0.75, 1, "knapsack", price="latency")
+    with pytest.raises(BudgetError, match="knapsack only|only applies to partition 'knapsack'"):
+        Partitioner(cost, "flops", 0.75, 1, "ranking", price="params")
+
+
+def test_flops_budget_priced_by_latency_through_the_engine_and_methods(flop_clock, capsys):
+    from ocspruner.cli import main
+    from ocspruner.config import load_config
+    from ocspruner.methods import create_method
+
+    model = create_model("resnet20")
+    pruner = OCSPruner(model, torch.randn(1, 3, 16, 16), target=0.4, metric="flops", partition="knapsack",
+                       price="latency", latency_batch=4, max_prune_fraction=0.9)
+    assert "latency" in pruner.cost_model.dense and pruner.latency_table is None     # priced, not calibrated
+    part = pruner.partition()
+    dense = pruner.cost_model.dense["flops"]
+    assert part.reduction >= 0.4 and part.cost == pytest.approx(float(pruner.cost_model.evaluate(part.keep, "flops")))
+    assert part.cost > dense * 0.6 * 0.97            # met at the budget, not far below it
+    with pytest.raises(ValueError, match="price 'latency' prices channels for partition 'knapsack' only"):
+        OCSPruner(create_model("resnet20"), torch.randn(1, 3, 16, 16), target=0.4, price="latency")
+    # a method that prunes once (random) prices by the same table
+    cfg = load_config(None, updates={"model": "resnet20", "method": "random", "pruning.target": 0.4,
+                                     "pruning.partition": "knapsack", "pruning.price": "latency",
+                                     "pruning.latency_batch": 4})
+    method = create_method("random")
+    method.setup(create_model("resnet20"), torch.randn(1, 3, 16, 16), cfg)
+    assert "latency" in method.cost.dense and method.partitioner.price == "latency"
+    rc = main(["bench", "--model", "resnet20", "--price", "latency", "--target", "0.4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--price latency prices channels for --partition knapsack only" in err and "\n" not in err
