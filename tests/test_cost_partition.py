@@ -176,3 +176,27 @@ def test_flatten_channels_own_many_columns():
     _, _, layer_flops, _ = tp.utils.count_ops_and_params(model, ex, layer_wise=True)
     assert est["fc1"] == pytest.approx(layer_flops[model.fc1])
     assert model.fc1.in_features % 16 == 0
+
+
+@pytest.mark.parametrize("strategy,metric,target", [("ranking", "flops", 0.7), ("knapsack", "flops", 0.5),
+                                                    ("ranking", "params", 0.3)])
+def test_partition_leaves_no_removed_channel_that_still_fits(strategy, metric, target):
+    """The budget is used to the last channel: adding back any single removed channel breaks it
+    (ResNet-56 at 70% FLOPs by ranking left 432 such channels when the refill took one round)."""
+    from ocspruner.cost import CostModel
+    from ocspruner.dependency import ChannelSpace
+    from ocspruner.importance import group_l2
+    from ocspruner.partition import Partitioner
+
+    torch.manual_seed(0)
+    model = create_model("resnet56").eval()
+    space = ChannelSpace(model, torch.randn(1, 3, 32, 32))
+    cost = CostModel(space)
+    part = Partitioner(cost, metric, 0.75, 1, strategy).partition(group_l2(dict(model.named_parameters()), space),
+                                                                   target)
+    limit = (1 - target) * cost.dense[metric] * (1 + 1e-12)
+    assert part.cost <= limit
+    for c in torch.nonzero(~part.keep).flatten().tolist():
+        keep = part.keep.clone()
+        keep[c] = True
+        assert float(cost.evaluate(keep, metric)) > limit, c
