@@ -3,6 +3,10 @@
     python benchmarks/methods_fashion.py --quick --threads 1   # 3k images, 8 epochs
     python benchmarks/methods_fashion.py --threads 1           # 10k images, 15 epochs (hours)
 
+Two processes of the same command share the work (each skips the runs the other is training;
+the table each writes holds the runs it has seen, so run the command once more at the end to
+write the whole table from the finished runs).
+
 Resumable: every finished run leaves ``result.json`` in its directory under ``--work``
 (default ``benchmarks/work/methods_fashion[_quick]``, kept across sessions and ignored by git);
 running the same command again skips the finished runs and continues an interrupted one from
@@ -58,20 +62,23 @@ def run_one(spec: str, seed: int, updates: dict, work: str) -> dict:
                                                          "seed": seed, "out_dir": os.path.join(work, "runs"),
                                                          "name": name})
     t0, c0 = time.time(), time.process_time()
-    with warnings.catch_warnings(record=True) as caught:
+    rd = RunDir(run_dir)
+    # the run directory's lock is held from here: a run another process trains raises RunDirBusy
+    # before anything in it is read or removed
+    with warnings.catch_warnings(record=True) as caught, rd.writing():
         warnings.simplefilter("always")
         summary = None
-        if RunDir(run_dir).checkpoints():              # an interrupted run continues from its last epoch
+        if os.path.exists(done):                         # finished by another process meanwhile
+            return json.load(open(done))
+        if rd.checkpoints():                             # an interrupted run continues from its last epoch
             try:
                 trainer = Trainer(cfg, run_dir=run_dir)
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: resumed at epoch {trainer.resume()}", flush=True)
                 summary = trainer.fit()
-            except RunDirBusy:                           # another process writes it: never touch it
-                raise
             except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: cannot resume ({exc}); starting again", flush=True)
         if summary is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            rd.clear()
             summary = Trainer(cfg).fit()
     # process CPU time of this invocation's part of the run, with set-up and the final evaluation
     summary["process_cpu_time"] = time.process_time() - c0
@@ -149,6 +156,10 @@ def main() -> None:
         for spec in specs:
             try:
                 summary = run_one(spec, seed, updates, args.work)
+            except RunDirBusy:   # a second process of this command trains it: take the next run
+                print(f"[{time.strftime('%H:%M:%S')}] {label_of(spec)}-s{seed}: trained by another process; next",
+                      flush=True)
+                continue
             except Exception:   # noqa: BLE001 - one failed run must not stop the others; it stays pending
                 import traceback
                 print(f"[{time.strftime('%H:%M:%S')}] {label_of(spec)}-s{seed} FAILED:\n{traceback.format_exc()}", flush=True)
