@@ -7,7 +7,9 @@
 Parts (each writes its section of benchmarks/results/speed_you_get.json, keeping the others):
 * ``speedup``: ResNet-56 (3x32x32), Eq. 2 scores of random-init weights, 50% budget, five
   partitions side by side: ranking or knapsack x FLOPs or latency budget, and the knapsack on
-  the FLOPs budget with channels priced by the measured latency table (``pruning.price``). Every pruned model is
+  the FLOPs budget with channels priced by the measured latency table (``pruning.price``). The
+  two variants with a measured table in the summary run 3 times, each with its own table; the
+  summary holds the median and every trial. Every pruned model is
   timed against the dense one through ``ocspruner bench`` (interleaved calls, paired ratios) at
   batch 64 and 1: inference and training-step speed-up, by the clock the output names.
 * ``budget``: the latency budget at 30% and 50%, 6 independent trials each (3 at 1 thread, 3
@@ -40,9 +42,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 OUT = "benchmarks/results/speed_you_get.json"
 TARGET = 0.5
 
-# (partition, budget metric, price) of the speed-up part; price None: the budget metric
-SPEEDUP_VARIANTS = [("ranking", "flops", None), ("knapsack", "flops", None), ("knapsack", "flops", "latency"),
-                    ("ranking", "latency", None), ("knapsack", "latency", None)]
+# (partition, budget metric, price, trials) of the speed-up part; price None: the budget metric.
+# A variant with a measured table runs `trials` times, each with a table of its own: the headline
+# is the median, and the spread shows what a noisy table measurement does to the result
+SPEEDUP_VARIANTS = [("ranking", "flops", None, 1), ("knapsack", "flops", None, 1), ("knapsack", "flops", "latency", 3),
+                    ("ranking", "latency", None, 1), ("knapsack", "latency", None, 3)]
 
 # (name, pruning keys) of the cycle variants; dense is the reference
 CYCLE_VARIANTS = {
@@ -78,28 +82,33 @@ def part_speedup(args) -> dict:
     from ocspruner.bench import bench_named
 
     rows = []
-    for partition, metric, price in SPEEDUP_VARIANTS:
-        t0 = time.time()
-        res = bench_named("resnet56", target=TARGET, batch_sizes=(64, 1), partition=partition, metric=metric,
-                          price=price, threads=args.threads, repeats=args.repeats, training=True)
-        for r in res["rows"]:
-            if r["model"] == "pruned":
-                rows.append({"partition": partition, "metric": metric, "price": price or metric, **r,
-                             "clock": res["clock"], "setup": res.get("setup", {}), "seconds": time.time() - t0})
-        print(f"[speedup] {partition:8s} {metric:8s} priced by {price or metric:8s}: " + ", ".join(
-            f"b{r['batch']} inference {r['speedup']:.2f}x train {r['train_speedup']:.2f}x "
-            f"(FLOPs {r['theoretical_speedup']:.2f}x, eff. {100 * r['efficiency']:.0f}%)"
-            for r in res["rows"] if r["model"] == "pruned"), flush=True)
+    for partition, metric, price, trials in SPEEDUP_VARIANTS:
+        for trial in range(trials):
+            t0 = time.time()
+            res = bench_named("resnet56", target=TARGET, batch_sizes=(64, 1), partition=partition, metric=metric,
+                              price=price, threads=args.threads, repeats=args.repeats, training=True)
+            for r in res["rows"]:
+                if r["model"] == "pruned":
+                    rows.append({"partition": partition, "metric": metric, "price": price or metric, "trial": trial, **r,
+                                 "clock": res["clock"], "setup": res.get("setup", {}), "seconds": time.time() - t0})
+            print(f"[speedup] {partition:8s} {metric:8s} priced by {price or metric:8s} trial {trial}: " + ", ".join(
+                f"b{r['batch']} inference {r['speedup']:.2f}x train {r['train_speedup']:.2f}x "
+                f"(FLOPs {r['theoretical_speedup']:.2f}x, eff. {100 * r['efficiency']:.0f}%)"
+                for r in res["rows"] if r["model"] == "pruned"), flush=True)
 
-    def pick(partition, metric, batch, key, price=None):
-        return next(r[key] for r in rows if r["partition"] == partition and r["metric"] == metric
-                    and r["price"] == (price or metric) and r["batch"] == batch)
+    def pick(partition, metric, batch, key, price=None, every=False):
+        """The median over the variant's trials (``every``: the list of all of them)."""
+        values = [r[key] for r in rows if r["partition"] == partition and r["metric"] == metric
+                  and r["price"] == (price or metric) and r["batch"] == batch]
+        return values if every else statistics.median(values)
 
     # cost-aware on a FLOPs budget: the knapsack meets the FLOPs budget exactly and prices the
-    # channels by the measured latency table (priced by FLOPs itself, it is the row below it)
+    # channels by the measured latency table (priced by FLOPs itself: knapsack_flops_priced_by_flops_efficiency)
     summary = {"knapsack_latency_speedup_b64": pick("knapsack", "latency", 64, "speedup"),
                "ranking_flops_speedup_b64": pick("ranking", "flops", 64, "speedup"),
                "cost_aware_flops_efficiency": pick("knapsack", "flops", 64, "efficiency", "latency"),
+               "cost_aware_flops_efficiency_trials": pick("knapsack", "flops", 64, "efficiency", "latency", every=True),
+               "knapsack_latency_speedup_b64_trials": pick("knapsack", "latency", 64, "speedup", every=True),
                "knapsack_flops_priced_by_flops_efficiency": pick("knapsack", "flops", 64, "efficiency"),
                "ranking_flops_efficiency": pick("ranking", "flops", 64, "efficiency"),
                "speedup_clock": rows[0]["clock"]}
