@@ -467,6 +467,9 @@ class OCSPruner:
             # metric 'latency': the calibration map (the table itself is re-measured on load)
             "latency_points": torch.tensor(self.latency_table.points, dtype=torch.float64).reshape(-1, 2)
             if self.latency_table is not None else torch.zeros(0, 2, dtype=torch.float64),
+            # the timings of every measured table (budget and price): a resume predicts as before
+            "latency_measurements": {t.metric: t.measurements() for t in (self.latency_table, self.price_table)
+                                     if t is not None},
         }
 
     def load_state_dict(self, state: dict, optimizers=None) -> None:
@@ -489,6 +492,10 @@ class OCSPruner:
             if points is not None and len(points):
                 self.latency_table.points = tuple((float(x), float(y)) for x, y in points.tolist())
         self.price_table = self.price_table or price_table(self.cost_model, self.space.example_inputs, self.config)
+        for table in (self.latency_table, self.price_table):
+            saved = state.get("latency_measurements", {}).get(table.metric) if table is not None else None
+            if saved is not None:
+                table.load_measurements(saved)
         self._configure()
         self.history = [row.bool() for row in state["history"]]
         self.raw = [None if math.isnan(v) else v for v in state["raw"].tolist()]

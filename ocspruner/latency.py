@@ -239,11 +239,33 @@ class LatencyTable:
             g_in, g_out = torch.tensor(grid_in, dtype=torch.float64), torch.tensor(grid_out, dtype=torch.float64)
             self.entries.append((name, in_seg, out_seg, g_in, g_out, table, norm,
                                  fit_layer_latency(g_in, g_out, table)))
-        full = torch.ones(space.num_channels, dtype=torch.float64)
+        self._totals()
+
+    def _totals(self) -> None:
+        full = torch.ones(self.cost_model.space.num_channels, dtype=torch.float64)
         layers, norms = self._layer_sum(full)
         self.dense_layers = float(layers)
         self.dense_norms = float(norms)
         self.unaccounted = max(0.0, self.dense_model_time - self.dense_layers)
+
+    def measurements(self) -> dict:
+        """What was timed (the grids and the whole-model time): with :meth:`load_measurements`,
+        a resumed run predicts exactly as before the stop instead of from a new, noisy timing."""
+        return {"dense_model_time": float(self.dense_model_time), "names": [e[0] for e in self.entries],
+                "tables": [e[5].clone() for e in self.entries]}
+
+    def load_measurements(self, state: dict) -> None:
+        """Replace this table's timings by saved ones (:meth:`measurements`) of the same model."""
+        if list(state["names"]) != [e[0] for e in self.entries] or \
+                [tuple(t.shape) for t in state["tables"]] != [tuple(e[5].shape) for e in self.entries]:
+            raise ValueError("the saved latency table belongs to a different model (its layers or grids differ)")
+        self.entries = [(name, in_seg, out_seg, g_in, g_out, t.to(torch.float64), norm,
+                         fit_layer_latency(g_in, g_out, t.to(torch.float64)))
+                        for (name, in_seg, out_seg, g_in, g_out, _, norm, _), t in zip(self.entries, state["tables"])]
+        self.dense_model_time = float(state["dense_model_time"])
+        self._totals()
+        if self.metric in self.cost_model.dense:   # registered: the cost model's dense value follows
+            self.attach()
 
     def _layer_sum(self, keep: torch.Tensor):
         kept = self.cost_model.kept_counts(keep)

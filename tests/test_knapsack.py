@@ -259,3 +259,26 @@ def test_flops_budget_priced_by_latency_through_the_engine_and_methods(flop_cloc
     rc = main(["bench", "--model", "resnet20", "--price", "latency", "--target", "0.4"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--price latency prices channels for --partition knapsack only" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("kw", [{"metric": "train_latency"}, {"metric": "flops", "price": "latency"}])
+def test_a_restored_engine_predicts_with_the_saved_timings(flop_clock, monkeypatch, kw):
+    """A resumed run must decide as before the stop: the engine's state carries the timed grids,
+    so a table re-measured at construction (here by another clock) is replaced by them."""
+    example = torch.randn(1, 3, 16, 16)
+    opts = dict(target=0.3, partition="knapsack", latency_batch=4, max_prune_fraction=0.9, **kw)
+    torch.manual_seed(0)
+    first = OCSPruner(create_model("resnet20"), example, **opts)
+    state = first.state_dict()
+    part = first.partition()
+
+    def other_clock(fn, repeats=1, warmup=2, timer=None):      # a machine under different load
+        return 3.0 * flop_clock(fn) + 2e-3 * float(torch.rand(()))
+    monkeypatch.setattr(latency, "_time", other_clock)
+    torch.manual_seed(0)
+    second = OCSPruner(create_model("resnet20"), example, **opts)
+    table = lambda e: e.latency_table or e.price_table            # noqa: E731
+    assert table(second).measurements()["tables"][0].tolist() != table(first).measurements()["tables"][0].tolist()
+    second.load_state_dict(state)
+    assert table(second).measurements()["dense_model_time"] == table(first).measurements()["dense_model_time"]
+    assert torch.equal(second.partition().keep, part.keep)
