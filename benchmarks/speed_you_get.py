@@ -57,6 +57,9 @@ CYCLE_VARIANTS = {
     # per-layer cost ratios hold, and the table + calibration stay a few % of the cycle's CPU time)
     "knapsack_train_latency": {"pruning.partition": "knapsack", "pruning.metric": "train_latency",
                                "pruning.latency_batch": 32},
+    # the same with the prune capped at epoch 6 instead of the recipe's 8: what an earlier t* buys
+    "knapsack_train_latency_cap6": {"pruning.partition": "knapsack", "pruning.metric": "train_latency",
+                                    "pruning.latency_batch": 32, "pruning.max_prune_epoch": 6},
     # the FLOPs budget exactly, priced by the measured training step (no calibration needed)
     "knapsack_flops_priced_train_latency": {"pruning.partition": "knapsack", "pruning.metric": "flops",
                                             "pruning.price": "train_latency", "pruning.latency_batch": 32},
