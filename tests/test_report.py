@@ -58,6 +58,10 @@ def test_report_written_by_the_trainer(run):
                     "## Export"):
         assert heading in text, heading
     assert "Budget (flops): remove 50.0%; achieved" in text and "(met)" in text
+    assert "Partition: ranking.\n" in text
+    from ocspruner.reporting.report import budget_section
+    priced = budget_section({"metric": "flops", "target": 0.5, "partition": "knapsack", "price": "train_latency"})
+    assert "Partition: knapsack, channels priced by the measured train_latency." in priced
     for png in ("stability", "group_norms", "channels", "curves", "cost"):
         assert f"(plots/{png}.png)" in text
         assert (run / "plots" / f"{png}.png").read_bytes()[:8] == PNG

@@ -75,6 +75,10 @@ def budget_section(s: dict) -> list:
     elif target is not None:
         lines.append(f"Budget ({metric}): remove {100 * target:.1f}% of the measured {metric}; "
                      f"see the latency table below for the measured result.")
+    if s.get("partition"):
+        price = s.get("price") or metric
+        lines.append(f"Partition: {s['partition']}" + (f", channels priced by the measured {price}" if price != metric
+                                                       else "") + ".")
     if s.get("pruned") is False:
         lines.append("The model was not pruned in this run.")
     lines.append("")
