@@ -187,6 +187,10 @@ def part_cycle(args) -> dict:
                       "acc_drop_mean": statistics.fmean(drop), "cpu_ratio_mean": statistics.fmean(cpu_ratio),
                       "cpu_ratio": cpu_ratio, "wall_ratio": wall_ratio,
                       "cpu_time_s": [runs[(name, s)]["cpu_time"] for s in done],
+                      # parts of it, where the run's code recorded them (set-up includes a latency
+                      # table and its calibration; the report times a latency-budget model)
+                      "cpu_setup_s": [runs[(name, s)].get("cpu_setup") for s in done],
+                      "cpu_report_s": [runs[(name, s)].get("cpu_report") for s in done],
                       "flops_kept": [runs[(name, s)].get("final_flops", 0) / runs[("dense", s)]["final_flops"]
                                      for s in done],
                       "t_star": [runs[(name, s)].get("t_star") for s in done]})

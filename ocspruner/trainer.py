@@ -83,6 +83,7 @@ class Trainer:
         from .data import build_datasets, build_loaders
         from .models import create_model
 
+        self._setup_started = time.process_time()
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -158,6 +159,7 @@ class Trainer:
         self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; unlike wall time, not counting other processes)
         self.time_to_prune: Optional[float] = None
         self._writer = None
+        self.setup_cpu = time.process_time() - self._setup_started   # data, model, method set-up
 
     # -- multi-process ------------------------------------------------------------------------
     def _shard_for_ranks(self) -> None:
@@ -479,6 +481,7 @@ class Trainer:
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot."""
+        started = time.process_time()
         final_test = self.evaluate(self.test_loader)
         best_test = None
         best_path = self.rundir.file(RunDir.BEST)
@@ -508,6 +511,9 @@ class Trainer:
                    "final_val_acc": last.get("val_acc"), "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
                    "best_epoch": self.best["epoch"], "final_test_acc": final_test["acc"], "best_test_acc": best_test,
                    "wall_time": self.elapsed, "cpu_time": self.cpu_elapsed, "time_to_prune": self.time_to_prune,
+                   # process CPU time of this process's set-up (data, model, the method's set-up:
+                   # a latency table and its calibration) and of the final tests
+                   "cpu_setup": self.setup_cpu, "cpu_test": time.process_time() - started,
                    "run_dir": os.path.abspath(self.run_dir)}
         for k in ("flops", "params"):
             if summary.get(f"dense_{k}"):
@@ -524,11 +530,14 @@ class Trainer:
                 summary["export"] = {f: r["ok"] for f, r in export_run(self.run_dir, self.cfg.export).items()}
             except Exception as exc:  # noqa: BLE001 - the trained model is saved; export again later
                 summary["export_error"] = f"{type(exc).__name__}: {exc}"
+        started = time.process_time()
         try:
             from .reporting.report import write_report
             summary["report"] = write_report(self.run_dir, plots=summary.get("plots"))
         except Exception as exc:  # noqa: BLE001 - a convenience, as the plots
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
+        # the report times a latency-budget run's model against dense: a measurement, not training
+        summary["cpu_report"] = time.process_time() - started
         return summary
 
     # -- logging ----------------------------------------------------------------------------

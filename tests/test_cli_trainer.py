@@ -40,6 +40,8 @@ def test_cli_end_to_end_writes_every_output(tmp_path, capsys):
     # ends at 52.7% removed, and giving back any removed channel would leave 46.1-46.8%
     assert s["final_flops"] >= 0.44 * s["dense_flops"]
     assert s["wall_time"] > 0 and s["final_test_acc"] is not None and s["best_epoch"] >= s["t_star"]
+    # the CPU time outside the epochs is accounted for: set-up, and the final tests
+    assert 0 < s["cpu_setup"] < 60 and 0 < s["cpu_test"] < s["cpu_time"]
     # the final model loads with weights_only and matches the architecture description
     blob = torch.load(run / "final_model.pt", weights_only=True)
     kept = blob["architecture"]["pruning"]["kept"]
