@@ -33,7 +33,8 @@ def test_plan_order_seeds_and_fig_runs(ff):
     assert [k for k in keys if k.startswith("fig4")] == [f"fig4-prune-at-{e}-s0" for e in (3, 6, 9, 12)]
     assert ff.fig4_epochs(2) == [1]
     runs = {r["key"]: r for r in ff.plan(15)}
-    assert runs["ocspruner_knapsack-s1"]["updates"] == {"pruning.partition": "knapsack"}
+    assert runs["ocspruner_knapsack-s1"]["updates"] == {"pruning.partition": "knapsack", "pruning.price": "train_latency",
+                                                      "pruning.latency_batch": 32}
     assert runs["fig3-noreg-s0"]["updates"] == {"pruning.use_eq8": False, "pruning.use_eq9": False}
     assert [r["key"] for r in ff.select(ff.plan(15), "greg,fig3")] == ["greg-s0", "greg-s1", "fig3-noreg-s0"]
     with pytest.raises(SystemExit, match="unknown name"):
