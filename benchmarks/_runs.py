@@ -1,8 +1,11 @@
-"""One resumable training run for the benchmark scripts (shared by fashion_repro and
-open_questions): a run whose summary.json exists is reused; an interrupted one restarts from
-scratch. The summary gains ``cpu_time``, the process CPU time of the run (one thread: the work
-done, which unlike wall time does not depend on what else the machine runs; it includes set-up
-and the final test evaluation)."""
+"""One resumable training run for the benchmark scripts (fashion_repro, open_questions,
+speed_you_get, fashion_full): a finished run is reused; an interrupted one continues from its
+last epoch checkpoint (from scratch if the checkpoint cannot be used). The summary gains
+``cpu_time``, the process CPU time of the run (one thread: the work done, which unlike wall time
+does not depend on what else the machine runs; it includes set-up and the final test
+evaluation). For a run resumed across processes it is the CPU time of the epochs before the
+stop (saved in the checkpoints) plus all of the last process's; the stopped process's set-up
+and unfinished epoch are not counted (``resumed_at_epoch`` says it happened)."""
 from __future__ import annotations
 
 import json
@@ -11,26 +14,59 @@ import time
 
 from ocspruner.checkpoint import atomic_write_text
 
+COMPLETE = "benchmark_complete"   # written last: the trainer writes summary.json before its plots
+
+
+def finished_summary(run_dir: str):
+    """The run's summary if this helper finished it, else None. (The trainer's own summary.json
+    appears before the plots and report; a process killed then left a run that is not done.
+    Summaries written before the marker existed are recognised by their plots entry.)"""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    summary = json.load(open(path))
+    return summary if (COMPLETE in summary or "plots" in summary or "plots_error" in summary) else None
+
 
 def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
     """Train ``make_config()`` into ``run_dir`` unless it already finished; print one line."""
-    from ocspruner.rundir import RunDir
+    from ocspruner.rundir import RunDir, RunDirBusy
     from ocspruner.trainer import Trainer
 
-    done = os.path.join(run_dir, "summary.json")
-    if os.path.exists(done):
-        return json.load(open(done))
+    summary = finished_summary(run_dir)
+    if summary is not None:
+        return summary
     rd = RunDir(run_dir)
-    # hold the run directory's lock before clearing it: a run another process is training raises
-    # RunDirBusy here, with nothing in it touched
+    # hold the run directory's lock before reading or clearing it: a run another process is
+    # training raises RunDirBusy here, with nothing in it touched
     with rd.writing():
-        if os.path.exists(done):                     # finished by another process meanwhile
-            return json.load(open(done))
-        rd.clear()
+        summary = finished_summary(run_dir)           # finished by another process meanwhile
+        if summary is not None:
+            return summary
         t0, c0 = time.time(), time.process_time()
-        summary = Trainer(make_config()).fit()
-        summary["cpu_time"] = time.process_time() - c0
-        atomic_write_text(done, json.dumps(summary, indent=1, default=str))
+        before, resumed = 0.0, None
+        if rd.checkpoints():
+            try:
+                trainer = Trainer(make_config(), run_dir=run_dir)
+                resumed = trainer.resume()
+                before = trainer.cpu_elapsed          # the epochs already done, in earlier processes
+                print(f"[{time.strftime('%H:%M:%S')}] {key}: resumed at epoch {resumed}", flush=True)
+                summary = trainer.fit()
+            except RunDirBusy:
+                raise
+            except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
+                print(f"[{time.strftime('%H:%M:%S')}] {key}: cannot resume ({str(exc)[:200]}); starting again",
+                      flush=True)
+                summary, before, resumed = None, 0.0, None
+                t0, c0 = time.time(), time.process_time()
+        if summary is None:
+            rd.clear()
+            summary = Trainer(make_config()).fit()
+        summary["cpu_time"] = before + time.process_time() - c0
+        if resumed is not None:
+            summary["resumed_at_epoch"] = resumed
+        summary[COMPLETE] = True
+        atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1, default=str))
     print(f"[{time.strftime('%H:%M:%S')}] {key}: acc {summary['final_test_acc']:.2f} "
           f"flops {summary.get('flops_ratio', 1.0):.3f} t_sl {summary.get('t_sl_start')} t* {summary.get('t_star')} "
           f"cpu {summary['cpu_time']:.0f}s wall {time.time() - t0:.0f}s", flush=True)

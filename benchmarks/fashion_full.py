@@ -8,8 +8,8 @@
 Every run uses the shipped recipe ``fashion_mnist_resnet20`` (15 epochs, all 60k training images
 with the validation split carved from them as the trainer does, the 10k test set), one torch
 thread, and lives in ``WORK/runs/<key>`` (default WORK: benchmarks/work/fashion_full, ignored by
-git). A run whose summary.json exists is reused (benchmarks/_runs.py; its ``cpu_time`` is the
-process CPU time of the run); an interrupted run starts again. Each run is its own Python process
+git). A finished run is reused (benchmarks/_runs.py; its ``cpu_time`` is the process CPU time of
+the run); an interrupted run continues from its last epoch checkpoint. Each run is its own Python process
 (this script with ``--run-one KEY``), at most ``--jobs`` (1 or 2) at a time; its output goes to
 ``WORK/logs/<key>.log``. After training, a pruned run's inference speed-up over its dense
 architecture is measured (``ocspruner.bench.bench_run``, batch 64, one thread) in the same process.
@@ -138,9 +138,11 @@ def run_dir(run: dict, work: str) -> str:
 
 
 def is_done(run: dict, work: str) -> bool:
-    """Trained (summary.json) and, for a pruned run, benchmarked (bench.json)."""
+    """Trained (benchmarks/_runs.py finished it) and, for a pruned run, benchmarked (bench.json)."""
+    from _runs import finished_summary
+
     d = run_dir(run, work)
-    return os.path.exists(os.path.join(d, "summary.json")) and \
+    return finished_summary(d) is not None and \
         (run["method"] == "dense" or os.path.exists(os.path.join(d, "bench.json")))
 
 

@@ -15,8 +15,8 @@ Parts:
 - ``fig4``: final accuracy of ResNet-20 sub-networks pruned at fixed epochs beside J_avg
   (the paper's Fig. 4), via ``ocspruner.compare.run_fig4``.
 
-Resumable: every run lives in ``WORK/runs/<key>``; a run whose summary.json exists is not run
-again, a run directory without it (a crash) is deleted and the run restarts. The results JSON
+Resumable: every run lives in ``WORK/runs/<key>``; a finished run is not run again, and an
+interrupted one continues from its last epoch checkpoint (benchmarks/_runs.py). The results JSON
 (benchmarks/results/fashion_repro.json) and docs/fashion_repro.md are rewritten after each run.
 """
 from __future__ import annotations

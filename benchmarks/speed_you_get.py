@@ -149,7 +149,7 @@ def part_budget(args) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 def part_cycle(args) -> dict:
-    from _runs import run_or_reuse
+    from _runs import finished_summary, run_or_reuse
 
     from ocspruner.config import load_config
 
@@ -171,9 +171,9 @@ def part_cycle(args) -> dict:
                                               make)
     for seed in seeds:          # variants run elsewhere (another process) that have finished
         for name in CYCLE_VARIANTS:
-            done = os.path.join(args.work, "runs", f"{name}-s{seed}", "summary.json")
-            if (name, seed) not in runs and os.path.exists(done):
-                runs[(name, seed)] = json.load(open(done))
+            done = finished_summary(os.path.join(args.work, "runs", f"{name}-s{seed}"))
+            if (name, seed) not in runs and done is not None:
+                runs[(name, seed)] = done
     table = []
     for name in CYCLE_VARIANTS:
         done = [s for s in seeds if (name, s) in runs and ("dense", s) in runs]

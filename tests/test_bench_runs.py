@@ -1,6 +1,7 @@
 """The benchmark scripts' resumable runs (benchmarks/methods_fashion.py, benchmarks/_runs.py): a run
 another process trains is never read, cleared or restarted."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,30 @@ def test_a_run_held_by_another_process_is_left_alone(tmp_path, script):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
+    """benchmarks/_runs.py: a run stopped after epoch 1 continues at epoch 2, is marked finished
+    only at the very end, and counts the CPU time of the epochs done before the stop."""
+    from ocspruner.config import load_config
+    from ocspruner.trainer import Trainer
+
+    runs = _script("_runs")
+    cfg = lambda: load_config(None, updates={                                         # noqa: E731
+        "model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16, "data.batch_size": 32,
+        "data.options": {"num_samples": 96, "num_test": 32, "num_classes": 4}, "progress": False, "threads": 1,
+        "epochs": 4, "method": "dense", "out_dir": str(tmp_path), "name": "r"})
+    first = Trainer(cfg())
+    first.fit(stop_after=1)
+    before = first.cpu_elapsed
+    run_dir = str(tmp_path / "r")
+    assert runs.finished_summary(run_dir) is None
+    summary = runs.run_or_reuse("r", run_dir, cfg)
+    assert summary["resumed_at_epoch"] == 2 and summary[runs.COMPLETE]
+    assert summary["cpu_time"] > before
+    again = runs.run_or_reuse("r", run_dir, lambda: pytest.fail("a finished run is not trained again"))
+    assert again["cpu_time"] == summary["cpu_time"]
+    # a summary.json the trainer wrote before its plots (a process killed then) is not finished
+    trainer_only = {k: v for k, v in summary.items() if k not in (runs.COMPLETE, "plots", "plots_error")}
+    (tmp_path / "r" / "summary.json").write_text(json.dumps(trainer_only))
+    assert runs.finished_summary(run_dir) is None
