@@ -464,7 +464,7 @@ class OCSPruner:
             # open questions 2/3 (absent in older states: defaults on load)
             "phase_start": self.phase_start, "phase_lr": -1.0 if self._phase_lr is None else self._phase_lr,
             "steps": self._steps, "steps_last_epoch": self._steps_last_epoch, "adapted": dict(self.adapted),
-            # metric 'latency': the calibration map (the table itself is re-measured on load)
+            # metric 'latency': the calibration map (the table's timings: latency_measurements)
             "latency_points": torch.tensor(self.latency_table.points, dtype=torch.float64).reshape(-1, 2)
             if self.latency_table is not None else torch.zeros(0, 2, dtype=torch.float64),
             # the timings of every measured table (budget and price): a resume predicts as before
