@@ -196,7 +196,8 @@ def part_cycle(args) -> dict:
                       "t_star": [runs[(name, s)].get("t_star") for s in done]})
         print(f"[cycle] {name:24s} acc {statistics.fmean(acc):.2f} (drop {statistics.fmean(drop):+.2f}) "
               f"CPU {statistics.fmean(cpu_ratio):.3f}x dense, t* {table[-1]['t_star']}", flush=True)
-    cost_aware = [r for r in table if r["variant"].startswith("knapsack")]
+    # the headline: the cheapest cost-aware variant among those finished for every seed asked for
+    cost_aware = [r for r in table if r["variant"].startswith("knapsack") and len(r["seeds"]) == len(seeds)]
     if not cost_aware:     # nothing to summarise yet (a dense run of the same seed still trains)
         return {"rows": table, "summary": {}, "pending": "no cost-aware run with its dense run finished"}
     best = min(cost_aware, key=lambda r: r["cpu_ratio_mean"])
