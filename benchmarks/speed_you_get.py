@@ -193,6 +193,9 @@ def part_cycle(args) -> dict:
                       "cpu_report_s": [runs[(name, s)].get("cpu_report") for s in done],
                       "flops_kept": [runs[(name, s)].get("final_flops", 0) / runs[("dense", s)]["final_flops"]
                                      for s in done],
+                      "params_kept": [runs[(name, s)].get("final_params", 0) / runs[("dense", s)]["final_params"]
+                                      for s in done],
+                      "t_sl_start": [runs[(name, s)].get("t_sl_start") for s in done],
                       "t_star": [runs[(name, s)].get("t_star") for s in done]})
         print(f"[cycle] {name:24s} acc {statistics.fmean(acc):.2f} (drop {statistics.fmean(drop):+.2f}) "
               f"CPU {statistics.fmean(cpu_ratio):.3f}x dense, t* {table[-1]['t_star']}", flush=True)
