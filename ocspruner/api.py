@@ -46,7 +46,8 @@ class PruneResult:
 def prune(model: nn.Module, example_inputs, target: float = 0.5, metric: str = "flops",
           criterion="group_l2", ignored_layers: Sequence[nn.Module] = (), *,
           max_prune_fraction: float = 0.75, round_to: int = 1, ignore_output_layer: bool = True,
-          optimizers: Optional[list] = None, check_structures: bool = True) -> PruneResult:
+          optimizers: Optional[list] = None, check_structures: bool = True, partition: str = "ranking",
+          price: Optional[str] = None, latency_batch: Optional[int] = None) -> PruneResult:
     """Prune ``model`` in place so that at least ``target`` of ``metric`` is removed.
 
     Args:
@@ -64,6 +65,12 @@ def prune(model: nn.Module, example_inputs, target: float = 0.5, metric: str = "
         optimizers: optimizers whose state is carried over to the surviving slices.
         check_structures: dry-run a one-channel prune of every group first (fails early, by name,
             on structures DepGraph misreads).
+        partition: ``"ranking"`` (the paper's global saliency order) or ``"knapsack"`` (the most
+            saliency kept under the budget: saliency per unit of cost).
+        price: with the knapsack, the cost a channel is priced by (default: ``metric``);
+            ``metric="flops", price="latency"`` meets the FLOPs budget with the channels whose
+            removal saves the most measured time (a per-layer table is timed here).
+        latency_batch: batch size a latency table is timed at (default: the example's).
 
     Returns:
         a :class:`PruneResult`: the removed channel ids per group, the cost before and after.
@@ -77,8 +84,8 @@ def prune(model: nn.Module, example_inputs, target: float = 0.5, metric: str = "
     pruner = OCSPruner(model, example_inputs, ignored_layers=ignored_layers,
                        ignore_output_layer=ignore_output_layer, check_structures=check_structures,
                        target=target, metric=metric, criterion=criterion,
-                       max_prune_fraction=max_prune_fraction, round_to=round_to,
-                       prune_epoch=0, sparsity_learning=False)
+                       max_prune_fraction=max_prune_fraction, round_to=round_to, partition=partition,
+                       price=price, latency_batch=latency_batch, prune_epoch=0, sparsity_learning=False)
     was_training = model.training
     pruner.epoch_start(0, list(optimizers) if optimizers else None)
     model.train(was_training)

@@ -48,3 +48,27 @@ def test_prune_refuses_an_unreachable_budget():
     model = create_model("resnet20", num_classes=10)
     with pytest.raises(ocspruner.BudgetError):
         ocspruner.prune(model, torch.randn(1, 3, 32, 32), target=0.99, max_prune_fraction=0.5)
+
+
+def test_prune_with_the_knapsack_and_a_price():
+    """The one-call prune takes the partition and the knapsack's price: the FLOPs budget is met
+    either way, and the removed channels are what the same engine partition chooses."""
+    from ocspruner.cost import CostModel
+    from ocspruner.importance import group_l2
+    from ocspruner.partition import Partitioner
+
+    ex = torch.randn(1, 3, 32, 32)
+    results = {}
+    for name, kw in {"ranking": {}, "knapsack": {"partition": "knapsack"},
+                     "priced": {"partition": "knapsack", "price": "params"}}.items():
+        torch.manual_seed(0)
+        model = create_model("resnet20", num_classes=10).eval()
+        space = ChannelSpace(copy.deepcopy(model), ex)
+        expected = Partitioner(CostModel(space), "flops", 0.75, 1, kw.get("partition", "ranking"), kw.get("price")) \
+            .partition(group_l2(dict(space.model.named_parameters()), space), 0.5).keep
+        results[name] = ocspruner.prune(model, ex, target=0.5, **kw)
+        assert 0.5 <= results[name].reduction <= 0.51
+        removed = {g.key: torch.nonzero(~expected[g.offset:g.offset + g.size]).flatten().tolist() for g in space.groups}
+        assert results[name].channels == {k: v for k, v in removed.items() if v}
+    assert results["knapsack"].channels != results["ranking"].channels
+    assert results["priced"].channels != results["knapsack"].channels
