@@ -4,8 +4,8 @@
     python benchmarks/methods_fashion.py --threads 1           # 10k images, 15 epochs (hours)
 
 Two processes of the same command share the work (each skips the runs the other is training;
-the table each writes holds the runs it has seen, so run the command once more at the end to
-write the whole table from the finished runs).
+the table each writes holds the runs it has seen: ``--report`` writes the whole table from the
+finished runs, training nothing).
 
 Resumable: every finished run leaves ``result.json`` in its directory under ``--work``
 (default ``benchmarks/work/methods_fashion[_quick]``, kept across sessions and ignored by git);
@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="work directory (default benchmarks/work/methods_fashion[_quick])")
+    ap.add_argument("--report", action="store_true", help="rewrite the table from the finished runs; train nothing")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     tag = "_quick" if args.quick else ""
@@ -152,6 +153,15 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs: dict = {}
+    if args.report:
+        for seed in seeds:
+            for spec in specs:
+                done = os.path.join(args.work, "runs", f"{label_of(spec)}-s{seed}", "result.json")
+                if os.path.exists(done):
+                    runs.setdefault(spec, []).append(json.load(open(done)))
+        write_outputs(specs, seeds, {s: runs[s] for s in specs if s in runs}, updates, args, tag, started)
+        print(f"table of {sum(len(v) for v in runs.values())} finished runs written", flush=True)
+        return
     for seed in seeds:
         for spec in specs:
             try:

@@ -69,3 +69,23 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
     trainer_only = {k: v for k, v in summary.items() if k not in (runs.COMPLETE, "plots", "plots_error")}
     (tmp_path / "r" / "summary.json").write_text(json.dumps(trainer_only))
     assert runs.finished_summary(run_dir) is None
+
+
+def test_methods_table_report_writes_every_finished_run_and_trains_nothing(tmp_path, monkeypatch):
+    """``methods_fashion.py --report``: two processes each wrote the runs they saw; the report
+    writes the table of every finished run (here dense and ocspruner of seed 0) and lists the rest."""
+    monkeypatch.chdir(tmp_path)
+    for label, flops, acc in (("dense", 40.0, 90.5), ("ocspruner", 20.0, 89.5)):
+        d = tmp_path / "work" / "runs" / f"{label}-s0"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({
+            "method": label, "seed": 0, "final_test_acc": acc, "final_flops": flops, "dense_flops": 40.0,
+            "final_params": 1.0, "dense_params": 2.0, "cpu_time": 100.0, "wall_time": 150.0, "target": 0.5,
+            "metric": "flops", "t_star": None if label == "dense" else 8}))
+    monkeypatch.setattr(sys, "argv", ["methods_fashion.py", "--report", "--seeds", "0", "--methods", "dense,ocspruner,random",
+                                      "--work", str(tmp_path / "work")])
+    _script().main()
+    table = (tmp_path / "docs" / "methods_fashion_table.md").read_text()
+    assert "| dense | 100.0 |" in table and "| ocspruner | 50.0 |" in table
+    assert "Runs finished: 2 of 3" in table and "Pending runs (resume with the command above): random-s0" in table
+    assert not (tmp_path / "work" / "runs" / "random-s0").exists()
