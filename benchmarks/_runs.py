@@ -28,9 +28,38 @@ def finished_summary(run_dir: str):
     return summary if (COMPLETE in summary or "plots" in summary or "plots_error" in summary) else None
 
 
+def resume_trainer(key: str, rd, make_config):
+    """``(trainer, cpu of the epochs before the stop, epoch it continues at)`` for a run directory
+    with checkpoints, or ``(None, 0.0, None)`` when there is nothing usable to resume (the caller
+    starts from scratch). The newest checkpoint is named explicitly, so a run killed after its
+    last epoch (summary.json and final_model.pt written, the caller's own record not yet)
+    continues there and only finishes again instead of training anew."""
+    from ocspruner.rundir import RunDirBusy
+    from ocspruner.trainer import Trainer
+
+    newest = rd.checkpoints()
+    if not newest:
+        return None, 0.0, None
+    trainer = None
+    try:
+        trainer = Trainer(make_config(), run_dir=rd.path)
+        # a finished run's newest checkpoint is named (resume() refuses a finished run otherwise);
+        # an unfinished one lets resume() skip a truncated newest checkpoint for an older one
+        resumed = trainer.resume(newest[-1][1] if rd.is_finished() else None)
+    except RunDirBusy:
+        raise
+    except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
+        if trainer is not None:
+            trainer.rundir.unlock()           # the failed trainer's hold on the directory
+        print(f"[{time.strftime('%H:%M:%S')}] {key}: cannot resume ({str(exc)[:200]}); starting again", flush=True)
+        return None, 0.0, None
+    print(f"[{time.strftime('%H:%M:%S')}] {key}: resumed at epoch {resumed}", flush=True)
+    return trainer, trainer.cpu_elapsed, resumed
+
+
 def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
     """Train ``make_config()`` into ``run_dir`` unless it already finished; print one line."""
-    from ocspruner.rundir import RunDir, RunDirBusy
+    from ocspruner.rundir import RunDir
     from ocspruner.trainer import Trainer
 
     summary = finished_summary(run_dir)
@@ -44,24 +73,12 @@ def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
         if summary is not None:
             return summary
         t0, c0 = time.time(), time.process_time()
-        before, resumed = 0.0, None
-        if rd.checkpoints():
-            try:
-                trainer = Trainer(make_config(), run_dir=run_dir)
-                resumed = trainer.resume()
-                before = trainer.cpu_elapsed          # the epochs already done, in earlier processes
-                print(f"[{time.strftime('%H:%M:%S')}] {key}: resumed at epoch {resumed}", flush=True)
-                summary = trainer.fit()
-            except RunDirBusy:
-                raise
-            except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
-                print(f"[{time.strftime('%H:%M:%S')}] {key}: cannot resume ({str(exc)[:200]}); starting again",
-                      flush=True)
-                summary, before, resumed = None, 0.0, None
-                t0, c0 = time.time(), time.process_time()
-        if summary is None:
+        trainer, before, resumed = resume_trainer(key, rd, make_config)
+        if trainer is None:                            # nothing to resume, or unusable: from scratch
+            t0, c0 = time.time(), time.process_time()
             rd.clear()
-            summary = Trainer(make_config()).fit()
+            trainer = Trainer(make_config())
+        summary = trainer.fit()            # outside the try: a failure while training keeps the checkpoints
         summary["cpu_time"] = before + time.process_time() - c0
         if resumed is not None:
             summary["resumed_at_epoch"] = resumed

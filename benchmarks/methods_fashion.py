@@ -33,6 +33,9 @@ from ocspruner.compare import parse_method_spec, plot_fig1, summarize, write_tab
 from ocspruner.config import load_config  # noqa: E402
 from ocspruner.rundir import RunDir, RunDirBusy  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _runs import resume_trainer  # noqa: E402
+
 # the methods issue 13 reworked first, so that a partial table (a run takes up to an hour here) shows them
 METHODS = ["dense", "ato", "ocspruner", "greg", "pat", "snip", "prune_finetune", "magnitude_at_init", "random",
            "ocs_count_only", "ocspruner_fixed"]
@@ -67,23 +70,18 @@ def run_one(spec: str, seed: int, updates: dict, work: str) -> dict:
     # before anything in it is read or removed
     with warnings.catch_warnings(record=True) as caught, rd.writing():
         warnings.simplefilter("always")
-        summary = None
         if os.path.exists(done):                         # finished by another process meanwhile
             return json.load(open(done))
-        if rd.checkpoints():                             # an interrupted run continues from its last epoch
-            try:
-                trainer = Trainer(cfg, run_dir=run_dir)
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: resumed at epoch {trainer.resume()}", flush=True)
-                summary = trainer.fit()
-            except Exception as exc:   # noqa: BLE001 - an unusable checkpoint: the run starts again
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: cannot resume ({exc}); starting again", flush=True)
-        if summary is None:
+        # an interrupted run continues from its last epoch (benchmarks/_runs.py owns how)
+        trainer, _, _ = resume_trainer(name, rd, lambda: cfg)
+        if trainer is None:
             rd.clear()
-            summary = Trainer(cfg).fit()
-    # process CPU time of this invocation's part of the run, with set-up and the final evaluation
-    summary["process_cpu_time"] = time.process_time() - c0
-    summary["warnings"] = sorted({str(w.message)[:200] for w in caught if "ATO" in str(w.message)})
-    atomic_write_text(done, json.dumps(summary, indent=1, default=str))
+            trainer = Trainer(cfg)
+        summary = trainer.fit()           # a failure while training leaves the checkpoints alone
+        # process CPU time of this invocation's part of the run, with set-up and the final evaluation
+        summary["process_cpu_time"] = time.process_time() - c0
+        summary["warnings"] = sorted({str(w.message)[:200] for w in caught if "ATO" in str(w.message)})
+        atomic_write_text(done, json.dumps(summary, indent=1, default=str))   # inside the lock: the record
     print(f"[{time.strftime('%H:%M:%S')}] {name}: acc {summary['final_test_acc']:.2f} "
           f"flops {summary.get('flops_ratio', 1.0):.3f} t* {summary.get('t_star')} "
           f"cpu {summary['cpu_time']:.0f}s wall {time.time() - t0:.0f}s", flush=True)

@@ -54,7 +54,7 @@ class OCSConfig:
     metric: str = "flops"               # "flops", "params", "latency" (inference, measured on this
                                         # device) or "train_latency" (forward + backward, measured)
     partition: str = "ranking"          # "ranking": the paper's global saliency order (Alg. 1);
-                                        # "knapsack": saliency per unit of the metric's marginal cost
+                                        # "knapsack": saliency per unit of marginal cost (of `price`)
     price: Optional[str] = None         # knapsack only: the metric that prices a channel (None: the
                                         # budget metric); metric flops + price latency meets the FLOPs
                                         # budget exactly with the channels that save the most time
@@ -482,16 +482,23 @@ class OCSPruner:
             raise ValueError("the saved pruning state belongs to a different model (its channel groups differ)")
         saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
         self.config = OCSConfig(**saved_cfg).validate()
-        if self.config.metric in LATENCY_METRICS:
-            if self.config.metric not in self.cost_model.dense:
+        cfg = self.config
+        if self.price_table is not None and self.price_table.metric != cfg.price:
+            self.price_table = None             # built for another price: not this state's
+        if cfg.metric in LATENCY_METRICS and self.latency_table is None:
+            if self.price_table is not None and self.price_table.metric == cfg.metric:
+                self.latency_table, self.price_table = self.price_table, None
+            else:
                 self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
-                                                         self.config.latency_batch, self.config.metric,
-                                                         self.config.latency_clock)
+                                                         cfg.latency_batch, cfg.metric, cfg.latency_clock)
+        if self.config.metric in LATENCY_METRICS:
             # the saved calibration, not a new one: the partition must decide as before the stop
             points = state.get("latency_points")
             if points is not None and len(points):
                 self.latency_table.points = tuple((float(x), float(y)) for x, y in points.tolist())
-        self.price_table = self.price_table or price_table(self.cost_model, self.space.example_inputs, self.config)
+        if cfg.price in LATENCY_METRICS and cfg.price != cfg.metric and self.price_table is None:
+            self.price_table = build_latency_table(self.cost_model, self.space.example_inputs, cfg.latency_batch,
+                                                   cfg.price, cfg.latency_clock)
         for table in (self.latency_table, self.price_table):
             saved = state.get("latency_measurements", {}).get(table.metric) if table is not None else None
             if saved is not None:

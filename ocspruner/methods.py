@@ -193,6 +193,7 @@ class ChannelMethod(Method):
 
     metrics = ("flops", "params")     # budget metrics a method of this kind can meet
     options: dict = {}
+    price_table = None                # the knapsack's measured price, when pruning.price asks for one
 
     def setup(self, model, example_inputs, cfg) -> None:
         from .surgery import check_prunable
@@ -214,7 +215,7 @@ class ChannelMethod(Method):
         self.space = ChannelSpace(model, example_inputs, self.ignored)
         check_prunable(self.space)
         self.cost = CostModel(self.space)
-        price_table(self.cost, example_inputs, p)      # a latency price is measured here
+        self.price_table = price_table(self.cost, example_inputs, p)      # a latency price is measured here
         self.partitioner = make_partitioner(self.cost, p)
         self.partitioner.check_target(self.target)
         self.final_keep: Optional[torch.Tensor] = None
@@ -245,10 +246,16 @@ class ChannelMethod(Method):
                 "pruned": pruned_now, "events": events, **extra}
 
     def state_dict(self) -> dict:
-        return {"final_keep": self.final_keep.to(torch.uint8) if self.final_keep is not None
-                else torch.zeros(0, dtype=torch.uint8), "t_star": -1 if self.t_star is None else self.t_star}
+        state = {"final_keep": self.final_keep.to(torch.uint8) if self.final_keep is not None
+                 else torch.zeros(0, dtype=torch.uint8), "t_star": -1 if self.t_star is None else self.t_star}
+        if self.price_table is not None:     # a resumed run prices channels as before the stop
+            state["price_measurements"] = self.price_table.measurements()
+        return state
 
     def load_state_dict(self, state, optimizer=None) -> None:
+        if self.price_table is not None and state.get("price_measurements") is not None:
+            self.price_table.load_measurements(state["price_measurements"])
+            self.partitioner = make_partitioner(self.cost, self.pruning)
         keep = state.get("final_keep")
         if keep is not None and len(keep) and self.final_keep is None:   # replay the prune, then the trainer loads weights
             self.prune(keep.bool(), optimizer, int(state["t_star"]))

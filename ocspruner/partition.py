@@ -58,7 +58,7 @@ class Partitioner:
         round_to: a pruned group keeps a multiple of ``round_to`` channels (hardware-friendly
             widths); an unpruned group keeps its original width.
         strategy: ``"ranking"`` (saliency order, the paper's) or ``"knapsack"`` (saliency per
-            unit of marginal cost of the budget metric).
+            unit of marginal cost of the ``price`` metric, by default the budget metric).
         price: the knapsack's price of a channel, a metric of the cost model (default: the
             budget ``metric``). ``metric="flops", price="latency"`` meets a FLOPs budget exactly
             and, of the ways to meet it, prefers the channels whose removal saves the most
@@ -194,8 +194,8 @@ class Partitioner:
         in each channel's keep entry; two restored channels add a bilinear cross term, corrected
         by the exact check, which undoes the last ones). Each round re-takes the marginal costs
         at the refilled sub-network, so channels the cross terms turned away get a second look;
-        it ends when a round restores nothing (measured: one round alone left 432 single
-        channels that each still fit on ResNet-56 at 70% FLOPs).
+        it ends when a round restores nothing, after ``rounds`` rounds at most (measured: one
+        round alone left 432 single channels that each still fit on ResNet-56 at 70% FLOPs).
         """
         keep = keep.clone()
         pending = removed

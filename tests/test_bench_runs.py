@@ -89,3 +89,40 @@ def test_methods_table_report_writes_every_finished_run_and_trains_nothing(tmp_p
     assert "| dense | 100.0 |" in table and "| ocspruner | 50.0 |" in table
     assert "Runs finished: 2 of 3" in table and "Pending runs (resume with the command above): random-s0" in table
     assert not (tmp_path / "work" / "runs" / "random-s0").exists()
+
+
+def _tiny(tmp_path, name="r", epochs=4):
+    from ocspruner.config import load_config
+    return lambda: load_config(None, updates={
+        "model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16, "data.batch_size": 32,
+        "data.options": {"num_samples": 96, "num_test": 32, "num_classes": 4}, "progress": False, "threads": 1,
+        "epochs": epochs, "method": "dense", "out_dir": str(tmp_path), "name": name})
+
+
+def test_a_run_killed_after_its_last_epoch_only_finishes_again(tmp_path):
+    """summary.json and final_model.pt written, the helper's record not yet (a kill during the
+    plots): the run resumes at its end and finishes again, it does not train anew."""
+    from ocspruner.trainer import Trainer
+
+    runs = _script("_runs")
+    trainer_summary = Trainer(_tiny(tmp_path)()).fit()        # the trainer's files, no helper record
+    rows = (tmp_path / "r" / "metrics.jsonl").read_text()
+    summary = runs.run_or_reuse("r", str(tmp_path / "r"), _tiny(tmp_path))
+    assert summary["resumed_at_epoch"] == 4 and summary[runs.COMPLETE]
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == rows          # no epoch trained again
+    assert summary["final_test_acc"] == trainer_summary["final_test_acc"]
+
+
+def test_a_failure_while_training_a_resumed_run_keeps_its_checkpoints(tmp_path, monkeypatch):
+    from ocspruner.trainer import Trainer
+
+    runs = _script("_runs")
+    Trainer(_tiny(tmp_path)()).fit(stop_after=1)
+    ckpts = sorted(os.listdir(tmp_path / "r" / "checkpoints"))
+
+    def broken_fit(self, stop_after=None):
+        raise OSError("disk full")
+    monkeypatch.setattr(Trainer, "fit", broken_fit)
+    with pytest.raises(OSError, match="disk full"):
+        runs.run_or_reuse("r", str(tmp_path / "r"), _tiny(tmp_path))
+    assert sorted(os.listdir(tmp_path / "r" / "checkpoints")) == ckpts

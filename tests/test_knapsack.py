@@ -282,3 +282,34 @@ def test_a_restored_engine_predicts_with_the_saved_timings(flop_clock, monkeypat
     second.load_state_dict(state)
     assert table(second).measurements()["dense_model_time"] == table(first).measurements()["dense_model_time"]
     assert torch.equal(second.partition().keep, part.keep)
+
+
+def test_one_shot_method_restores_its_price_timings(flop_clock, monkeypatch):
+    """A method that partitions once (here random) saves the timings of its price table, so a
+    resumed run prices channels as before the stop."""
+    from ocspruner.config import load_config
+    from ocspruner.methods import create_method
+
+    cfg = load_config(None, updates={"model": "resnet20", "method": "random", "pruning.target": 0.4,
+                                     "pruning.partition": "knapsack", "pruning.price": "latency",
+                                     "pruning.latency_batch": 4})
+    first = create_method("random")
+    first.setup(create_model("resnet20"), torch.randn(1, 3, 16, 16), cfg)
+    state = first.state_dict()
+    monkeypatch.setattr(latency, "_time", lambda fn, repeats=1, warmup=2, timer=None: 2.0 * flop_clock(fn) + 1e-3)
+    second = create_method("random")
+    second.setup(create_model("resnet20"), torch.randn(1, 3, 16, 16), cfg)
+    assert second.price_table.measurements()["dense_model_time"] != first.price_table.measurements()["dense_model_time"]
+    second.load_state_dict(state)
+    assert second.price_table.measurements()["dense_model_time"] == first.price_table.measurements()["dense_model_time"]
+    full = torch.ones(second.space.num_channels, dtype=torch.float64)
+    assert torch.allclose(second.cost.marginal_costs(full, "latency"), first.cost.marginal_costs(full, "latency"))
+
+
+def test_bench_variant_at_no_reduction_is_a_budget_error():
+    """bench's rounded re-partition of a run that kept every channel asks for a 0.0 reduction: a
+    BudgetError (bench turns it into a note), not a config error."""
+    from ocspruner.bench import pruned_variant
+
+    with pytest.raises(BudgetError):
+        pruned_variant(create_model("resnet20"), torch.randn(1, 3, 16, 16), None, 0.0, 2, 0.75)
