@@ -313,3 +313,16 @@ def test_bench_variant_at_no_reduction_is_a_budget_error():
 
     with pytest.raises(BudgetError):
         pruned_variant(create_model("resnet20"), torch.randn(1, 3, 16, 16), None, 0.0, 2, 0.75)
+
+
+def test_calibration_drops_a_measurement_that_makes_the_budget_unreachable(flop_clock, monkeypatch):
+    """Measured at 2 threads under load, a pruned model timed at 0.83 of dense made a 30% latency
+    budget unreachable by the calibrated map, and the run failed before training. The measurement
+    is dropped with a warning; the budget stays reachable."""
+    monkeypatch.setattr(latency, "measure_ratio", lambda *a, **k: (1.0, 0.0))    # pruned no faster at all
+    with pytest.warns(UserWarning, match="would make the 30% latency budget unreachable"):
+        pruner = OCSPruner(create_model("resnet20"), torch.randn(1, 3, 16, 16), target=0.3, metric="latency",
+                           latency_batch=4, partition="knapsack", max_prune_fraction=0.5)
+    # rounds 1-2 added their points; round 3's (no saving up to a predicted 70%) was dropped
+    assert len(pruner.latency_calibration) == 3 and len(pruner.latency_table.points) == 2
+    assert pruner.partition().reduction >= 0.3
