@@ -120,9 +120,13 @@ class Partitioner:
             raise BudgetError(f"budget must be a fraction of {self.metric} to remove in (0, 1), got {reduction!r}")
         best = self.max_reduction()
         if reduction > best + 1e-12:
+            measured = self.metric in ("latency", "train_latency")
             raise BudgetError(
                 f"a {reduction:.1%} {self.metric} reduction cannot be reached: at most {best:.2%} is removable "
-                f"with the ignored layers, per-group caps and round_to given; lower the budget or ignore fewer layers")
+                f"with the ignored layers, per-group caps and round_to given" +
+                (", as timed on this device (timings on several threads of a loaded machine can make narrow "
+                 "layers look barely faster); time on one thread or at a quieter moment, or lower the budget"
+                 if measured else "; lower the budget or ignore fewer layers"))
 
     def partition(self, scores: torch.Tensor, reduction: float) -> Partition:
         """Keep mask removing at least ``reduction`` of the dense cost with the fewest removals
