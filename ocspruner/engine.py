@@ -35,13 +35,13 @@ from .dependency import ChannelSpace
 from .importance import get_criterion
 from .layernorm import KeptChannelStats
 from .clock import CLOCKS
-from .partition import STRATEGIES, BudgetError, Partition, Partitioner
+from .partition import MEASURED_METRICS, STRATEGIES, BudgetError, Partition, Partitioner
 from .regularizer import GroupRegularizer
 from .schedule import adaptive_lambda0, growing_lambda, shrink_factor
 from .surgery import check_prunable, masked_copy, prune_to
 
 SEARCH, SPARSITY, PRUNED = "search", "sparsity", "pruned"
-LATENCY_METRICS = ("latency", "train_latency")   # measured on this device (latency.py)
+LATENCY_METRICS = MEASURED_METRICS   # measured on this device (latency.py)
 STATE_VERSION = 1
 
 
@@ -483,22 +483,22 @@ class OCSPruner:
         saved_cfg = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(OCSConfig)}}
         self.config = OCSConfig(**saved_cfg).validate()
         cfg = self.config
-        if self.price_table is not None and self.price_table.metric != cfg.price:
-            self.price_table = None             # built for another price: not this state's
-        if cfg.metric in LATENCY_METRICS and self.latency_table is None:
-            if self.price_table is not None and self.price_table.metric == cfg.metric:
-                self.latency_table, self.price_table = self.price_table, None
-            else:
-                self.latency_table = build_latency_table(self.cost_model, self.space.example_inputs,
-                                                         cfg.latency_batch, cfg.metric, cfg.latency_clock)
-        if self.config.metric in LATENCY_METRICS:
+        # the measured tables this state's config needs (budget, price); one this engine already
+        # has for the same metric is kept, its timings replaced by the saved ones below
+        have = {t.metric: t for t in (self.latency_table, self.price_table) if t is not None}
+
+        def table_for(metric):
+            if metric not in LATENCY_METRICS:
+                return None
+            return have.get(metric) or build_latency_table(self.cost_model, self.space.example_inputs,
+                                                           cfg.latency_batch, metric, cfg.latency_clock)
+        self.latency_table = table_for(cfg.metric)
+        self.price_table = table_for(cfg.price) if cfg.price != cfg.metric else None
+        if self.latency_table is not None:
             # the saved calibration, not a new one: the partition must decide as before the stop
             points = state.get("latency_points")
             if points is not None and len(points):
                 self.latency_table.points = tuple((float(x), float(y)) for x, y in points.tolist())
-        if cfg.price in LATENCY_METRICS and cfg.price != cfg.metric and self.price_table is None:
-            self.price_table = build_latency_table(self.cost_model, self.space.example_inputs, cfg.latency_batch,
-                                                   cfg.price, cfg.latency_clock)
         for table in (self.latency_table, self.price_table):
             saved = state.get("latency_measurements", {}).get(table.metric) if table is not None else None
             if saved is not None:

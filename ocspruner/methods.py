@@ -254,8 +254,7 @@ class ChannelMethod(Method):
 
     def load_state_dict(self, state, optimizer=None) -> None:
         if self.price_table is not None and state.get("price_measurements") is not None:
-            self.price_table.load_measurements(state["price_measurements"])
-            self.partitioner = make_partitioner(self.cost, self.pruning)
+            self.price_table.load_measurements(state["price_measurements"])   # re-registers the price
         keep = state.get("final_keep")
         if keep is not None and len(keep) and self.final_keep is None:   # replay the prune, then the trainer loads weights
             self.prune(keep.bool(), optimizer, int(state["t_star"]))

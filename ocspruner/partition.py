@@ -28,6 +28,7 @@ import torch
 from .cost import CostModel
 
 STRATEGIES = ("ranking", "knapsack")
+MEASURED_METRICS = ("latency", "train_latency")   # timed on the device (latency.py), not counted
 
 
 class BudgetError(ValueError):
@@ -120,7 +121,7 @@ class Partitioner:
             raise BudgetError(f"budget must be a fraction of {self.metric} to remove in (0, 1), got {reduction!r}")
         best = self.max_reduction()
         if reduction > best + 1e-12:
-            measured = self.metric in ("latency", "train_latency")
+            measured = self.metric in MEASURED_METRICS
             raise BudgetError(
                 f"a {reduction:.1%} {self.metric} reduction cannot be reached: at most {best:.2%} is removable "
                 f"with the ignored layers, per-group caps and round_to given" +
