@@ -13,6 +13,7 @@ import os
 import time
 
 from ocspruner.checkpoint import atomic_write_text
+from ocspruner.clock import cpu_cost
 
 COMPLETE = "benchmark_complete"   # written last: the trainer writes summary.json before its plots
 
@@ -72,14 +73,14 @@ def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
         summary = finished_summary(run_dir)           # finished by another process meanwhile
         if summary is not None:
             return summary
-        t0, c0 = time.time(), time.process_time()
+        t0, c0 = time.time(), cpu_cost()
         trainer, before, resumed = resume_trainer(key, rd, make_config)
         if trainer is None:                            # nothing to resume, or unusable: from scratch
-            t0, c0 = time.time(), time.process_time()
+            t0, c0 = time.time(), cpu_cost()
             rd.clear()
             trainer = Trainer(make_config())
         summary = trainer.fit()            # outside the try: a failure while training keeps the checkpoints
-        summary["cpu_time"] = before + time.process_time() - c0
+        summary["cpu_time"] = before + cpu_cost() - c0
         if resumed is not None:
             summary["resumed_at_epoch"] = resumed
         summary[COMPLETE] = True

@@ -9,8 +9,9 @@ only the work of this thread or process:
   it is refused there.
 * ``process_cpu`` (``time.process_time``): all threads of the process. With several intra-op
   threads it measures the total work of a call (its *cost*), which tracks latency on an idle
-  machine but, unlike wall time, is not inflated by other processes. OpenMP threads that spin
-  while waiting add to it, equally for a dense and a pruned model of the same kind.
+  machine but, unlike wall time, is not inflated by other processes, provided the OpenMP threads
+  sleep while they wait: their spinning would count, and grows with the machine's load. So the
+  timing runs in a process started with ``OMP_WAIT_POLICY=PASSIVE`` (passive_timing.py).
 * ``wall`` (``time.perf_counter``): what a user's stopwatch shows; the only meaningful clock on
   a GPU (the work happens on the device), and on a quiet CPU.
 
@@ -19,6 +20,7 @@ Every timing result names the clock it used.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Optional
 
@@ -28,7 +30,7 @@ CLOCKS = ("auto", "thread_cpu", "process_cpu", "wall")
 _FUNCTIONS = {"thread_cpu": time.thread_time, "process_cpu": time.process_time, "wall": time.perf_counter}
 DESCRIPTIONS = {
     "thread_cpu": "per-thread CPU time (time.thread_time), single-threaded",
-    "process_cpu": "process CPU time of all threads (time.process_time)",
+    "process_cpu": "process CPU time of all threads (time.process_time), OpenMP waits passive",
     "wall": "wall clock (time.perf_counter)",
 }
 
@@ -55,6 +57,14 @@ def resolve_clock(name: str = "auto", device: str = "cpu", threads: Optional[int
     return name
 
 
+def cpu_cost() -> float:
+    """Seconds of CPU this process has cost so far: its own (all threads) plus that of its child
+    processes that have finished (timing processes, data-loader workers), which
+    ``time.process_time`` leaves out."""
+    t = os.times()
+    return time.process_time() + t.children_user + t.children_system
+
+
 def clock_function(name: str) -> Callable[[], float]:
     """The timer function of a concrete clock (seconds as a float)."""
     try:
@@ -63,4 +73,4 @@ def clock_function(name: str) -> Callable[[], float]:
         raise ValueError(f"unknown concrete clock {name!r}; resolve 'auto' first (resolve_clock)") from None
 
 
-__all__ = ["CLOCKS", "DESCRIPTIONS", "resolve_clock", "clock_function"]
+__all__ = ["CLOCKS", "DESCRIPTIONS", "resolve_clock", "clock_function", "cpu_cost"]

@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from . import passive_timing
 from .clock import DESCRIPTIONS, clock_function, resolve_clock
 from .cost import CostModel
 from .dependency import _CONV, _NORM, _as_tuple, _is_depthwise, _is_grouped_conv
@@ -112,12 +113,44 @@ def measure_model(model: nn.Module, example_inputs, repeats: int = 10, mode: str
         return _time(step_function(model, example_inputs, mode), repeats, timer=clock_function(clock))
 
 
+def measure_grids(model: nn.Module, example_inputs, plan, model_repeats: int, repeats: int, mode: str,
+                  clock: str, device: str) -> tuple:
+    """The timings of a :class:`LatencyTable`: the whole model's time, and for each layer of
+    ``plan`` (``(module name, input shape, channel dim, input widths, output widths, single
+    axis)``) the grid of a fresh layer like it timed alone at every pair of widths (seconds, by
+    the concrete ``clock``). One function, so that it can run in a timing process as one call."""
+    timer = clock_function(clock)
+    dense_time = measure_model(model, example_inputs, model_repeats, mode, clock)
+    modules = dict(model.named_modules())
+    tables = []
+    for name, shape, channel_dim, grid_in, grid_out, single_axis in plan:
+        table = torch.zeros(len(grid_in), len(grid_out), dtype=torch.float64)
+        for i, ci in enumerate(grid_in):
+            for j, co in enumerate(grid_out):
+                layer = _layer_at(modules[name], ci, co).to(device).eval()
+                s = list(shape)
+                s[channel_dim] = co if single_axis else ci
+                x = torch.randn(*s, device=device)
+                with timing_mode(layer, mode):
+                    # training: the layer's share of a step, its forward + backward (input
+                    # gradient included: the layers before it need it)
+                    x.requires_grad_(mode == "train")
+                    table[i, j] = _time(step_function(layer, x, mode), repeats, timer=timer)
+        tables.append(table)
+    return dense_time, tables
+
+
 def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: int = 30, clock: str = "wall",
                      mode: str = "inference") -> dict:
     """Seconds per call by the concrete ``clock`` (clock.py), ``repeats`` samples per model, the
     models interleaved call by call (order reversed every other round). A call is an inference
     forward (``mode="inference"``) or a training step's forward + backward (``"train"``; BatchNorm
-    statistics are restored afterwards). Returns ``{name: [seconds, ...]}`` in round order."""
+    statistics are restored afterwards). Returns ``{name: [seconds, ...]}`` in round order.
+    Process CPU time on several threads is taken in a timing process (passive_timing.py)."""
+    return passive_timing.run(clock, _interleaved, models, x, warmup, repeats, clock, mode)
+
+
+def _interleaved(models: dict, x: torch.Tensor, warmup: int, repeats: int, clock: str, mode: str) -> dict:
     timer = clock_function(clock)
     names = list(models)
     device = x.device
@@ -186,7 +219,6 @@ class LatencyTable:
         self.device = device or next(model.parameters()).device
         self.clock = resolve_clock(clock, str(self.device))
         self.clock_description = DESCRIPTIONS[self.clock]
-        timer = clock_function(self.clock)
         shapes: dict[nn.Module, tuple] = {}
 
         def hook(mod, inputs, out):
@@ -196,13 +228,14 @@ class LatencyTable:
         handles = [m.register_forward_hook(hook) for m in model.modules()
                    if isinstance(m, _CONV + (nn.Linear,) + _NORM)]
         try:
-            self.dense_model_time = measure_model(model, example_inputs, max(repeats, 5), mode, self.clock)
+            with timing_mode(model, "inference"):
+                model(*_as_tuple(example_inputs))
         finally:
             for h in handles:
                 h.remove()
-        self.entries = []   # (name, in_segment, out_segment, grid_in, grid_out, table, is_norm, fit)
+        module_names = {m: n for n, m in model.named_modules()}
+        plan, layout = [], []
         for mod, shape in shapes.items():
-            name = space.module_names.get(mod, type(mod).__name__)
             if isinstance(mod, _CONV):
                 c_in, c_out = mod.in_channels, mod.out_channels
                 channel_dim = 1
@@ -220,18 +253,16 @@ class LatencyTable:
             single_axis = norm or _is_depthwise(mod)
             if single_axis:
                 grid_in = [c_in]
-            table = torch.zeros(len(grid_in), len(grid_out), dtype=torch.float64)
-            for i, ci in enumerate(grid_in):
-                for j, co in enumerate(grid_out):
-                    layer = _layer_at(mod, ci, co).to(self.device).eval()
-                    s = list(shape)
-                    s[channel_dim] = co if single_axis else ci
-                    x = torch.randn(*s, device=self.device)
-                    with timing_mode(layer, mode):
-                        # training: the layer's share of a step, its forward + backward (input
-                        # gradient included: the layers before it need it)
-                        x.requires_grad_(mode == "train")
-                        table[i, j] = _time(step_function(layer, x, mode), repeats, timer=timer)
+            plan.append((module_names[mod], shape, channel_dim, grid_in, grid_out, single_axis))
+            layout.append((mod, norm))
+        # one call times the whole model and every grid cell, in a process where the clock is
+        # trustworthy (passive_timing.py: process CPU time on several threads)
+        self.dense_model_time, tables = passive_timing.run(self.clock, measure_grids, model, example_inputs, plan,
+                                                           max(repeats, 5), repeats, mode, self.clock,
+                                                           str(self.device))
+        self.entries = []   # (name, in_segment, out_segment, grid_in, grid_out, table, is_norm, fit)
+        for (mod, norm), (_, _, _, grid_in, grid_out, single_axis), table in zip(layout, plan, tables):
+            name = space.module_names.get(mod, type(mod).__name__)
             # a narrower layer is never slower than a wider one: an outlier cell (a timing hit by
             # another process) is replaced by the fastest time of any wider configuration
             table = table.flip(0, 1).cummin(0).values.cummin(1).values.flip(0, 1)

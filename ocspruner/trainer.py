@@ -44,6 +44,7 @@ import yaml
 
 from . import distributed
 from .checkpoint import CheckpointManager
+from .clock import cpu_cost
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
@@ -83,7 +84,7 @@ class Trainer:
         from .data import build_datasets, build_loaders
         from .models import create_model
 
-        self._setup_started = time.process_time()
+        self._setup_started = cpu_cost()
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -159,7 +160,7 @@ class Trainer:
         self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; unlike wall time, not counting other processes)
         self.time_to_prune: Optional[float] = None
         self._writer = None
-        self.setup_cpu = time.process_time() - self._setup_started   # data, model, method set-up
+        self.setup_cpu = cpu_cost() - self._setup_started   # data, model, method set-up
 
     # -- multi-process ------------------------------------------------------------------------
     def _shard_for_ranks(self) -> None:
@@ -331,7 +332,7 @@ class Trainer:
         epochs_bar = tqdm(range(self.start_epoch, total), desc=f"{cfg.method}", disable=not show,
                           initial=self.start_epoch, total=total, unit="ep")
         for epoch in epochs_bar:
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), cpu_cost()
             info = self.method.epoch_start(epoch, self.optimizer)
             if info.get("pruned"):
                 self.time_to_prune = self.elapsed + (time.perf_counter() - t0)
@@ -351,7 +352,7 @@ class Trainer:
             val = self.evaluate(self.val_loader)
             epoch_time = time.perf_counter() - t0
             self.elapsed += epoch_time
-            self.cpu_elapsed += time.process_time() - c0
+            self.cpu_elapsed += cpu_cost() - c0
             row = {"epoch": epoch, "stage": info.get("stage"), **train, "val_loss": val["loss"], "val_acc": val["acc"],
                    "similarity": info.get("similarity"), "similarity_avg": info.get("similarity_avg"),
                    "lambda": info.get("lambda", 0.0), "flops": info.get("flops"), "params": info.get("params"),
@@ -481,7 +482,7 @@ class Trainer:
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot."""
-        started = time.process_time()
+        started = cpu_cost()
         final_test = self.evaluate(self.test_loader)
         best_test = None
         best_path = self.rundir.file(RunDir.BEST)
@@ -513,7 +514,7 @@ class Trainer:
                    "wall_time": self.elapsed, "cpu_time": self.cpu_elapsed, "time_to_prune": self.time_to_prune,
                    # process CPU time of this process's set-up (data, model, the method's set-up:
                    # a latency table and its calibration) and of the final tests
-                   "cpu_setup": self.setup_cpu, "cpu_test": time.process_time() - started,
+                   "cpu_setup": self.setup_cpu, "cpu_test": cpu_cost() - started,
                    "run_dir": os.path.abspath(self.run_dir)}
         for k in ("flops", "params"):
             if summary.get(f"dense_{k}"):
@@ -530,14 +531,14 @@ class Trainer:
                 summary["export"] = {f: r["ok"] for f, r in export_run(self.run_dir, self.cfg.export).items()}
             except Exception as exc:  # noqa: BLE001 - the trained model is saved; export again later
                 summary["export_error"] = f"{type(exc).__name__}: {exc}"
-        started = time.process_time()
+        started = cpu_cost()
         try:
             from .reporting.report import write_report
             summary["report"] = write_report(self.run_dir, plots=summary.get("plots"))
         except Exception as exc:  # noqa: BLE001 - a convenience, as the plots
             summary["report_error"] = f"{type(exc).__name__}: {exc}"
         # the report times a latency-budget run's model against dense: a measurement, not training
-        summary["cpu_report"] = time.process_time() - started
+        summary["cpu_report"] = cpu_cost() - started
         return summary
 
     # -- logging ----------------------------------------------------------------------------
