@@ -151,7 +151,10 @@ def test_greg_growing_penalty_and_gradient_by_hand():
     assert m.total_epochs() == 10 + 2 + 5 and m.prune_epoch == 12
     m.steps_first_epoch = 50
     assert m.delta() == pytest.approx(1.0 / 16)                          # ceiling / floor(0.8 * 2 * 50 / 5)
-    assert m.learning_rate(3.0) > m.learning_rate(9.9) and m.learning_rate(10.5) == pytest.approx(0.01)
+    assert m.learning_rate(3.0) > m.learning_rate(9.9)
+    # the regularisation phase at lr/100: the authors' fixed 1e-3 after their 0.1 recipe
+    assert m.cfg.optim.lr == 0.1 and m.learning_rate(10.5) == pytest.approx(0.001)
+    assert m.learning_rate(12.0) == pytest.approx(0.01)                  # fine-tuning starts at lr/10
     m.epoch, m.lam = 10, 0.5
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
