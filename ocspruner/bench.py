@@ -151,8 +151,9 @@ def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optio
     if scores is None:
         scores = group_l2(dict(twin.named_parameters()), space)
     if price not in (None, metric):
-        price_table(cost, example_inputs.cpu()[:1], OCSConfig(target=0.5, metric=metric, partition=partition,
-                                                            price=price, latency_batch=latency_batch).validate())
+        # the engine's one-line refusals of a bad combination (a price with the ranking partition, ...)
+        OCSConfig(target=target, metric=metric, partition=partition, price=price, latency_batch=latency_batch).validate()
+        price_table(cost, example_inputs.cpu()[:1], metric, price, latency_batch)
     if metric in LATENCY_METRICS:
         table = build_latency_table(cost, example_inputs.cpu()[:1], latency_batch, metric)
         history = calibrate_latency(table, lambda: scores, target, max_prune_fraction=max_prune_fraction,

@@ -195,7 +195,9 @@ class OCSPruner:
             check_prunable(self.space)   # fail now, not at t*, on structures DepGraph misreads
         self.cost_model = CostModel(self.space)
         self.latency_table, self.latency_calibration = None, []
-        self.price_table = price_table(self.cost_model, example_inputs, self.config)
+        c = self.config
+        self.price_table = price_table(self.cost_model, example_inputs, c.metric, c.price, c.latency_batch,
+                                       c.latency_clock)
         if self.config.metric in LATENCY_METRICS:
             from .latency import calibrate_latency
             self.latency_table = build_latency_table(self.cost_model, example_inputs, self.config.latency_batch,
@@ -542,13 +544,14 @@ def build_latency_table(cost_model: CostModel, example_inputs, batch: Optional[i
     return table
 
 
-def price_table(cost_model: CostModel, example_inputs, cfg: OCSConfig):
+def price_table(cost_model: CostModel, example_inputs, metric: str, price: Optional[str],
+                latency_batch: Optional[int] = None, clock: str = "auto"):
     """The latency table that prices channels for the knapsack, when the price is a measured
     metric the cost model does not know yet (a FLOPs budget priced by latency). Pricing needs no
     calibration: the calibration map scales every channel's marginal cost by the same slope at a
     given sub-network, so it cannot change the knapsack's order. None when no table is needed."""
-    if cfg.price in LATENCY_METRICS and cfg.price not in cost_model.dense and cfg.price != cfg.metric:
-        return build_latency_table(cost_model, example_inputs, cfg.latency_batch, cfg.price, cfg.latency_clock)
+    if price in LATENCY_METRICS and price not in cost_model.dense and price != metric:
+        return build_latency_table(cost_model, example_inputs, latency_batch, price, clock)
     return None
 
 

@@ -215,7 +215,8 @@ class ChannelMethod(Method):
         self.space = ChannelSpace(model, example_inputs, self.ignored)
         check_prunable(self.space)
         self.cost = CostModel(self.space)
-        self.price_table = price_table(self.cost, example_inputs, p)      # a latency price is measured here
+        # a latency price is measured here
+        self.price_table = price_table(self.cost, example_inputs, p.metric, p.price, p.latency_batch, p.latency_clock)
         self.partitioner = make_partitioner(self.cost, p)
         self.partitioner.check_target(self.target)
         self.final_keep: Optional[torch.Tensor] = None
