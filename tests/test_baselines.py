@@ -164,6 +164,10 @@ def test_greg_growing_penalty_and_gradient_by_hand():
     assert torch.allclose(grads["stem.0.weight"].grad, 0.5 * grads["stem.0.weight"].detach())
     assert float(grads["stem.1.weight"].grad.abs().sum()) == 0.0        # norm scales are not filters
     assert float(grads["classifier.weight"].grad.abs().sum()) == 0.0    # the head is not pruned
+    # the prune ranks by Eq. 2, as prune_finetune does (raw filter L1, ranked globally, strips stage 1)
+    from ocspruner.importance import group_l2
+    named = dict(model.named_parameters())
+    assert torch.equal(m.criterion(named, m.space), group_l2(named, m.space))
 
 
 # -- PaT ----------------------------------------------------------------------------------------------
