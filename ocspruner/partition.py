@@ -323,3 +323,22 @@ def knapsack_order(scores: torch.Tensor, within: torch.Tensor, candidates: torch
         p = (marginal if price is None else price)(keep).index_select(0, remaining).clamp_min(_TINY)
         order.append(remaining[torch.argsort(scores.index_select(0, remaining) / p, stable=True)])
     return torch.cat(order) if order else candidates[:0]
+
+
+def reselect_within_groups(keep: torch.Tensor, scores: torch.Tensor, groups) -> torch.Tensor:
+    """Keep as many channels in every group as ``keep`` does, but the ones with the highest
+    ``scores`` (ties: the lower index). The per-layer widths, and so every cost, stay those of
+    ``keep``; only which channels survive changes. Groups whose channels go in whole blocks
+    (attention heads, ``blocks > 1``) keep ``keep``'s choice."""
+    out = keep.clone().bool()
+    for g in groups:
+        if g.blocks > 1 or g.heads_of is not None:
+            continue
+        part = slice(g.offset, g.offset + g.size)
+        n = int(out[part].sum())
+        # a stable descending sort: equal scores keep the lower channel index
+        order = torch.sort(scores[part].to(torch.float64), descending=True, stable=True).indices
+        chosen = torch.zeros(g.size, dtype=torch.bool)
+        chosen[order[:n]] = True
+        out[part] = chosen
+    return out

@@ -12,6 +12,7 @@ from ocspruner.config import ConfigError, load_config
 from ocspruner.dependency import ChannelSpace
 from ocspruner.methods import create_method, prune_cap, recovery_epochs, resolve_ignored_layers
 from ocspruner.models import create_model
+from ocspruner.partition import reselect_within_groups
 
 EX = torch.randn(1, 3, 16, 16)
 
@@ -164,10 +165,48 @@ def test_greg_growing_penalty_and_gradient_by_hand():
     assert torch.allclose(grads["stem.0.weight"].grad, 0.5 * grads["stem.0.weight"].detach())
     assert float(grads["stem.1.weight"].grad.abs().sum()) == 0.0        # norm scales are not filters
     assert float(grads["classifier.weight"].grad.abs().sum()) == 0.0    # the head is not pruned
-    # the prune ranks by Eq. 2, as prune_finetune does (raw filter L1, ranked globally, strips stage 1)
-    from ocspruner.importance import group_l2
-    named = dict(model.named_parameters())
-    assert torch.equal(m.criterion(named, m.space), group_l2(named, m.space))
+
+
+def test_reselect_within_groups_keeps_every_width_and_takes_the_top_scores_by_hand():
+    from types import SimpleNamespace as G
+    groups = [G(offset=0, size=4, blocks=1, heads_of=None), G(offset=4, size=3, blocks=1, heads_of=None),
+              G(offset=7, size=2, blocks=2, heads_of=None)]
+    keep = torch.tensor([1, 1, 0, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
+    scores = torch.tensor([0.1, 0.5, 0.9, 0.5, 0.2, 0.3, 0.3, 0.0, 9.0])
+    out = reselect_within_groups(keep, scores, groups)
+    # group 0 keeps 2: channels 2 (0.9) and 1 (0.5, the lower index of the tie with 3);
+    # group 1 keeps 1: channel 5 (0.3, the lower index of the tie); group 2 moves in blocks: as given
+    assert out.tolist() == [False, True, True, False, False, True, False, True, False]
+
+
+def test_greg_prunes_each_layer_to_the_dense_eq2_widths_by_its_own_filter_l1(tmp_path):
+    from ocspruner.importance import group_l1, group_l2
+    from ocspruner.trainer import Trainer
+    cfg = load_config(None, updates={"model": "tiny_convnet", "data.name": "synthetic", "data.image_size": 16,
+                                     "data.batch_size": 16, "progress": False, "threads": 1, "epochs": 2,
+                                     "data.options": {"num_samples": 48, "num_test": 16, "num_classes": 4},
+                                     "method": "greg", "method_options": {"reg_epochs": 1, "finetune_epochs": 1},
+                                     "out_dir": str(tmp_path), "name": "greg"})
+    trainer = Trainer(cfg)
+    m = trainer.method
+    seen = {}
+    start = m.epoch_start
+
+    def watch(epoch, optimizer):
+        named = dict(m.model.named_parameters())
+        if epoch == m.dense_epochs:       # the penalty starts: the widths are the dense model's Eq. 2 partition
+            seen["widths"] = m.partition(group_l2(named, m.space))
+        if epoch == m.prune_epoch:        # the prune: each layer's own top filters by L1, at those widths
+            seen["l1"] = group_l1(named, m.space)
+        return start(epoch, optimizer)
+
+    m.epoch_start = watch
+    s = trainer.fit()
+    assert s["t_star"] == 3 and s["pruned"]
+    index = m.space.channel_group_index()
+    widths = torch.bincount(index[seen["widths"]], minlength=len(m.space.groups))
+    assert torch.equal(torch.bincount(index[m.final_keep], minlength=len(m.space.groups)), widths)
+    assert torch.equal(m.final_keep, reselect_within_groups(seen["widths"], seen["l1"], m.space.groups))
 
 
 # -- PaT ----------------------------------------------------------------------------------------------
