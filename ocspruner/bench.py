@@ -151,7 +151,8 @@ def pruned_variant(model: nn.Module, example_inputs: torch.Tensor, scores: Optio
     if scores is None:
         scores = group_l2(dict(twin.named_parameters()), space)
     if price not in (None, metric):
-        # the engine's one-line refusals of a bad combination (a price with the ranking partition, ...)
+        # the engine's one-line refusals of a bad price (with the ranking partition, ...); only with
+        # a price: a 0.0 target (a run that kept every channel) must reach the partitioner's BudgetError
         OCSConfig(target=target, metric=metric, partition=partition, price=price, latency_batch=latency_batch).validate()
         price_table(cost, example_inputs.cpu()[:1], metric, price, latency_batch)
     if metric in LATENCY_METRICS:
