@@ -89,3 +89,44 @@ def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
           f"flops {summary.get('flops_ratio', 1.0):.3f} t_sl {summary.get('t_sl_start')} t* {summary.get('t_star')} "
           f"cpu {summary['cpu_time']:.0f}s wall {time.time() - t0:.0f}s", flush=True)
     return summary
+
+
+def seed_from_dense(trainer, dense_run_dir: str) -> bool:
+    """Start a ``greg`` run at the end of its dense phase from the dense run of the same recipe
+    and seed, instead of training that phase again.
+
+    GReg's dense phase is the dense run's computation, step for step (same seed, same data order,
+    no method hook acting before the penalty; tests/test_two_cycle_seed.py checks that the seeded
+    run ends bit-identical to a run trained from scratch). ``prune_finetune`` is refused: its
+    engine keeps a record of every dense epoch, which a checkpoint of the dense run lacks. The dense run's
+    checkpoint of its last epoch carries the model, optimizer (momentum), RNG and data-order
+    state, and its CPU and wall time, which this run's cost includes as if it had trained them.
+    Returns False (nothing changed) when the dense run has no checkpoint of that epoch."""
+    from ocspruner.io import read_checkpoint
+    from ocspruner.rundir import RunDir
+
+    if trainer.cfg.method != "greg":
+        raise ValueError(f"seed_from_dense seeds greg runs only, not {trainer.cfg.method!r}")
+    last = trainer.method.dense_epochs - 1
+    dense = RunDir(dense_run_dir)
+    path = dict(dense.checkpoints()).get(last) if dense.exists() else None
+    if path is None:
+        return False
+    state = read_checkpoint(path)
+    mine, theirs = trainer.cfg.to_dict(), state["config"]
+    differ = [k for k in ("model", "seed", "data", "optim", "schedule", "label_smoothing", "bn_recalibration")
+              if mine.get(k) != theirs.get(k)] + (["epochs"] if mine["epochs"] != theirs["epochs"] else [])
+    if differ:
+        raise ValueError(f"{dense_run_dir} is not this run's dense phase: its config differs at {differ[0]!r}")
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer._restore_rng(state["rng"])
+    trainer.elapsed, trainer.cpu_elapsed = float(state["elapsed"]), float(state["cpu_elapsed"])
+    trainer.start_epoch = last + 1
+    trainer.method.steps_first_epoch = len(trainer.train_loader)   # GReg counts them in epoch 0
+    rows = [r for r in dense.metrics() if r.get("epoch", -1) <= last]
+    for r in rows:
+        r["stage"] = "pretrain"
+    trainer.rundir.write_text(RunDir.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+    trainer.rundir.write_text("seeded_from.txt", f"{path}\n")
+    return True

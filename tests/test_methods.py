@@ -43,7 +43,7 @@ def test_every_method_runs_end_to_end_and_ends_at_budget(tmp_path, method):
     if method == "prune_finetune":
         assert s["epochs"] == 9 and s["t_star"] == 6          # 6 dense epochs, then 3 of fine-tuning
     if method == "greg":
-        assert s["epochs"] == 10 and s["t_star"] == 7         # 6 dense, 1 of growing penalty, 3 of fine-tuning
+        assert s["epochs"] == 11 and s["t_star"] == 8         # 6 dense, 2 of penalty (pick, push), 3 of fine-tuning
     if method in ("random", "magnitude_at_init", "snip"):
         assert s["t_star"] == 0
     if method == "ocspruner_fixed":
