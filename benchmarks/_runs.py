@@ -58,8 +58,10 @@ def resume_trainer(key: str, rd, make_config):
     return trainer, trainer.cpu_elapsed, resumed
 
 
-def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
-    """Train ``make_config()`` into ``run_dir`` unless it already finished; print one line."""
+def run_or_reuse(key: str, run_dir: str, make_config, dense_run_dir: str | None = None) -> dict:
+    """Train ``make_config()`` into ``run_dir`` unless it already finished; print one line. A
+    ``greg`` run started afresh takes its dense phase from ``dense_run_dir`` when that run has
+    the checkpoint (:func:`seed_from_dense`; the dense phase's CPU time is counted)."""
     from ocspruner.rundir import RunDir
     from ocspruner.trainer import Trainer
 
@@ -79,6 +81,9 @@ def run_or_reuse(key: str, run_dir: str, make_config) -> dict:
             t0, c0 = time.time(), cpu_cost()
             rd.clear()
             trainer = Trainer(make_config())
+            if dense_run_dir and trainer.cfg.method == "greg" and seed_from_dense(trainer, dense_run_dir):
+                before = trainer.cpu_elapsed
+                print(f"[{time.strftime('%H:%M:%S')}] {key}: dense phase from {dense_run_dir}", flush=True)
         summary = trainer.fit()            # outside the try: a failure while training keeps the checkpoints
         summary["cpu_time"] = before + cpu_cost() - c0
         if resumed is not None:

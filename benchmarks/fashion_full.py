@@ -174,7 +174,9 @@ def run_one(run: dict, args) -> None:
     lock = pid_path(run, args.work)
     take_lock(lock, f"run {run['key']}")
     try:
-        run_or_reuse(run["key"], d, lambda: run_config(run, args))
+        # GReg's dense phase is dense-s<seed>'s, step for step: it starts from that run's checkpoint
+        dense = os.path.join(args.work, "runs", f"dense-s{run['seed']}") if run["method"] == "greg" else None
+        run_or_reuse(run["key"], d, lambda: run_config(run, args), dense_run_dir=dense)
         if run["method"] != "dense" and not os.path.exists(os.path.join(d, "bench.json")):
             res = bench_run(d, batch_sizes=(64,), threads=1, repeats=args.bench_repeats)
             row = next(r for r in res["rows"] if r["model"] == "pruned")

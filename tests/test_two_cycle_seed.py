@@ -51,3 +51,14 @@ def test_seed_refuses_another_recipe(tmp_path):
                                             "name": "pf"}))
     with pytest.raises(ValueError, match="seeds greg runs only, not 'prune_finetune'"):
         seed_from_dense(pf, str(tmp_path / "dense"))
+
+
+def test_run_or_reuse_seeds_greg_and_counts_the_dense_cpu(tmp_path):
+    from _runs import run_or_reuse
+    Trainer(_cfg(tmp_path, "dense", "dense")).fit()
+    dense_cpu = json.loads((tmp_path / "dense" / "metrics.jsonl").read_text().splitlines()[-1])["cpu_elapsed"]
+    cfg = lambda: _cfg(tmp_path, "greg", "g", reg_epochs=2, finetune_epochs=1)   # noqa: E731
+    s = run_or_reuse("g", str(tmp_path / "g"), cfg, dense_run_dir=str(tmp_path / "dense"))
+    assert (tmp_path / "g" / "seeded_from.txt").exists() and s["cpu_time"] > dense_cpu
+    scratch = Trainer(_cfg(tmp_path, "greg", "scratch", reg_epochs=2, finetune_epochs=1)).fit()
+    assert s["final_test_acc"] == scratch["final_test_acc"]
