@@ -210,6 +210,51 @@ def enforce_floor(mask: torch.Tensor, logits: torch.Tensor, space: ChannelSpace,
 
 
 @torch.no_grad()
+def revive_channels_(model: nn.Module, space: ChannelSpace, channels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Make the all-zero channels among ``channels`` trainable again without changing the function.
+
+    A channel whose every slice is zero is a fixed point of training: its filter's gradient
+    passes through its consumers' weights, which are zero, and theirs through its activation,
+    which is zero. Its output side (filter rows, norm scale/shift, biases: the dim-0 slices) is
+    re-drawn at its layer's scale: rows ~ N(0, RMS of the layer's live rows^2), a norm scale at the
+    mean of the live ones, shifts and biases 0, BatchNorm running statistics reset. Its consumer
+    columns stay zero, so the network computes what it did; their gradient is now not zero.
+    Returns the mask of the channels revived."""
+    dead = channels.bool() & (channel_norms(model, space) == 0)
+    if not bool(dead.any()):
+        return dead
+    params, modules = dict(model.named_parameters()), dict(model.named_modules())
+    gen = torch.Generator().manual_seed(int(seed))
+    for g in space.groups:
+        local = dead[g.offset:g.offset + g.size]
+        if not bool(local.any()):
+            continue
+        for s in g.slices:
+            hit = local[s.channels]
+            if s.dim != 0 or not bool(hit.any()):
+                continue
+            p = params[s.name]
+            pos = s.positions[hit].to(p.device)
+            rows = p.data.flatten(1) if p.dim() > 1 else p.data.view(-1, 1)
+            live = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+            live[pos] = False
+            live &= rows.abs().sum(1) > 0
+            if p.dim() > 1:
+                scale = float(rows[live].pow(2).mean().sqrt()) if bool(live.any()) else 1.0 / math.sqrt(rows.shape[1])
+                fresh = torch.randn((len(pos),) + tuple(p.shape[1:]), generator=gen, dtype=p.dtype) * scale
+                p.data.index_copy_(0, pos, fresh.to(p.device))
+            elif s.name.endswith("weight"):      # a norm's scale
+                p.data[pos] = float(p.data[live].mean()) if bool(live.any()) else 1.0
+            else:                                # shifts and biases
+                p.data[pos] = 0.0
+            module = modules.get(s.name.rsplit(".", 1)[0])
+            if getattr(module, "running_mean", None) is not None and s.name.endswith("weight"):
+                module.running_mean[pos] = 0.0
+                module.running_var[pos] = 1.0
+    return dead
+
+
+@torch.no_grad()
 def zero_optimizer_state_(optimizer, model: nn.Module, space: ChannelSpace, keep: torch.Tensor) -> None:
     """Zero the optimizer state (momentum, Adam moments) of the removed channels' slices."""
     from .surgery import removed_positions
@@ -236,7 +281,9 @@ class AutoTrainOnce(ChannelMethod):
     lambda_g = lambda of Eq. 1) or lr * lambda shared by the groups' share of masked channels
     (``threshold: shared``, the released code). At T_end the mask freezes: if it keeps more than
     the budget, the least salient kept channels (``pruning.criterion``, Eq. 2 by
-    default) join it; every masked-out channel is set
+    default) join it; if it removes more than the budget plus ``tolerance``, the most salient
+    masked-out channels come back (those Eq. 3 had zeroed are re-drawn on their output side:
+    :func:`revive_channels_`); every masked-out channel is set
     to zero with its optimizer state (a dead channel stays dead: its gradient is 0), and the
     remaining epochs (at least ``recovery_fraction`` of the run) train the network that the
     final prune then cuts out exactly. Defaults follow the paper (gamma 4, lambda 10, T_start
@@ -337,12 +384,16 @@ class AutoTrainOnce(ChannelMethod):
         live = norms[norms > 0]
         zero_pruned_(self.model, self.space, keep)
         zero_optimizer_state_(optimizer, self.model, self.space, keep)
+        # channels given back that Eq. 3 had already zeroed would stay dead: re-draw their output side
+        revived = revive_channels_(self.model, self.space, ~proposed & keep, seed=self.cfg.seed)
+        zero_optimizer_state_(optimizer, self.model, self.space, ~revived)
         self.mask, self.frozen, self.freeze_epoch = keep, True, epoch
         got = self._reduction(keep)
         self.repair_added = int((proposed & ~keep).sum())
         self.repair_given = int((~proposed & keep).sum())
         msg = (f"mask frozen at epoch {epoch}: {int((~keep).sum())} channels out ({self.repair_added} added to and "
-               f"{self.repair_given} given back from the controller's by the budget repair; it proposed "
+               f"{self.repair_given} given back ({int(revived.sum())} of them all-zero, re-drawn) from the controller's by "
+               f"the budget repair; it proposed "
                f"{self._reduction(proposed):.2%}), {got:.2%} {self.metric} removed "
                f"(target {self.target:.2%}); {len(live)} still-live channels zeroed (max norm "
                f"{float(live.max()) if len(live) else 0.0:.3g}); {self.cfg.epochs - epoch} epochs to recover")
@@ -428,4 +479,4 @@ class AutoTrainOnce(ChannelMethod):
 
 
 __all__ = ["Controller", "ChannelMasker", "flops_regularizer", "shared_thresholds", "prox_group_lasso_",
-           "controller_steps", "channel_norms", "enforce_floor", "AutoTrainOnce"]
+           "controller_steps", "channel_norms", "enforce_floor", "revive_channels_", "AutoTrainOnce"]

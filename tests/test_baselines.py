@@ -131,12 +131,17 @@ def test_ato_freeze_repairs_the_budget_both_ways_and_says_what_it_cannot():
     keep = torch.zeros(m2.space.num_channels, dtype=torch.bool)
     m2.mask = enforce_floor(keep, torch.zeros(m2.space.num_channels), m2.space, m2.floor)   # far past the budget
     proposed = m2.mask.clone()
+    from ocspruner.surgery import zero_pruned_
+    zero_pruned_(m2.model, m2.space, proposed)                # Eq. 3 had zeroed the masked-out channels
     msg = m2.freeze(None, 5)
     red = 1 - float(m2.cost.evaluate(m2.mask, "flops")) / m2.cost.dense["flops"]
     # given back to the budget: nothing the controller kept goes, only masked-out channels return
     assert 0.5 <= red < 0.51 and "BUDGET" not in msg, msg
     assert m2.repair_added == 0 and m2.repair_given == int((m2.mask & ~proposed).sum()) > 0
     assert bool(m2.mask[proposed].all())
+    # the channels given back were zero: they are re-drawn, else they would stay dead
+    assert bool((channel_norms(m2.model, m2.space)[m2.mask & ~proposed] > 0).all())
+    assert f"{m2.repair_given} of them all-zero, re-drawn" in msg
     # within the controller's own band (tolerance 0.5 points) its proposal stands as it is
     m3, _ = _setup("ato", epochs=10)
     m3.mask = m.mask.clone()
@@ -145,6 +150,32 @@ def test_ato_freeze_repairs_the_budget_both_ways_and_says_what_it_cannot():
     msg = m3.freeze(None, 5)
     assert torch.equal(m3.mask, m.mask) and m3.repair_given == m3.repair_added == 0
     assert "BUDGET MISSED by +1" in msg       # 10 points past 40%: kept, and said
+
+
+def test_revived_channels_leave_the_function_unchanged_and_can_train_again():
+    from ocspruner.ato import channel_norms, revive_channels_
+    from ocspruner.surgery import zero_pruned_
+    torch.manual_seed(0)
+    model = create_model("tiny_convnet", num_classes=4)
+    space = ChannelSpace(model, EX)
+    dead = torch.zeros(space.num_channels, dtype=torch.bool)
+    dead[[1, 5, 20, 41]] = True
+    zero_pruned_(model, space, ~dead)                          # all slices of 4 channels zero
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    before = model(x)
+    revived = revive_channels_(model, space, dead | (torch.arange(space.num_channels) == 2), seed=1)
+    assert torch.equal(revived, dead)                          # channel 2 was live: left as it is
+    assert torch.allclose(model(x), before, atol=1e-6)         # consumers' columns are still zero
+    norms = channel_norms(model, space)
+    assert bool((norms[dead] > 0).all())
+    model.train()
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    params = dict(model.named_parameters())
+    g = next(g for g in space.groups if g.offset <= 20 < g.offset + g.size)
+    consumers = [s for s in g.slices if s.dim == 1 and bool((s.channels == 20 - g.offset).any())]
+    assert consumers and all(float(params[s.name].grad.index_select(
+        1, s.positions[s.channels == 20 - g.offset]).abs().sum()) > 0 for s in consumers)
 
 
 def test_ato_refuses_what_it_cannot_honour():
