@@ -5,7 +5,8 @@ the model in place), ``after_backward`` (gradient terms), ``after_step`` (after 
 Methods differ only here, never by a copy of the loop.
 
 Here: the base classes, ``dense``, OCSPruner and its variants. The classic baselines live in
-``baselines.py`` and Auto-Train-Once in ``ato.py``; both register themselves on import (bottom).
+``baselines.py`` (GReg-2 in ``greg.py``) and Auto-Train-Once in ``ato.py``; they register themselves
+on import (bottom).
 
 Two settings bind every method (``RunConfig``):
 
@@ -398,4 +399,4 @@ class OCSCountOnly(OCSPrunerMethod):
         return {"identity_similarity": False}
 
 
-from . import ato, baselines  # noqa: E402,F401  (they register their methods)
+from . import ato, baselines, greg  # noqa: E402,F401  (they register their methods)

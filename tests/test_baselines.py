@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from ocspruner.ato import enforce_floor, shared_thresholds
-from ocspruner.baselines import (early_pruning_indicator, growing_penalty, push_ceiling, snip_scores,
-                                 width_distance)
+from ocspruner.baselines import early_pruning_indicator, snip_scores, width_distance
+from ocspruner.greg import growing_penalty, push_ceiling
 from ocspruner.config import ConfigError, load_config
 from ocspruner.dependency import ChannelSpace
 from ocspruner.methods import create_method, prune_cap, recovery_epochs, resolve_ignored_layers
