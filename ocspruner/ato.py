@@ -329,18 +329,29 @@ class AutoTrainOnce(ChannelMethod):
     def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
         n = len(train_dataset)
         k = max(1, int(round(self.opts["subset"] * n)))
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:k].tolist()
-        self.ctrl_data = torch.utils.data.DataLoader(torch.utils.data.Subset(train_dataset, idx),
-                                                     batch_size=min(batch_size, k), shuffle=True,
-                                                     generator=torch.Generator().manual_seed(seed + 2))
-        self._ctrl_iter = iter(self.ctrl_data)
+        self.ctrl_data = torch.utils.data.Subset(
+            train_dataset, torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:k].tolist())
+        self.ctrl_batch_size = min(batch_size, k)
+        self._ctrl_gen = torch.Generator().manual_seed(seed + 2)
+        self._new_pass()
+
+    # The controller's batches: shuffled passes over the subset. The generator state at the start
+    # of the current pass and the batches drawn from it are saved, so a resumed run draws the
+    # same batches as an uninterrupted one (no data is loaded to get back there).
+    def _new_pass(self, state: Optional[torch.Tensor] = None, drawn: int = 0) -> None:
+        if state is not None:
+            self._ctrl_gen.set_state(state)
+        self._pass_state = self._ctrl_gen.get_state()
+        order = torch.randperm(len(self.ctrl_data), generator=self._ctrl_gen)
+        self._pass = list(order.split(self.ctrl_batch_size))
+        self._pass_drawn = drawn
 
     def _ctrl_batch(self):
-        try:
-            return next(self._ctrl_iter)
-        except StopIteration:
-            self._ctrl_iter = iter(self.ctrl_data)
-            return next(self._ctrl_iter)
+        if self._pass_drawn >= len(self._pass):
+            self._new_pass()
+        idx = self._pass[self._pass_drawn]
+        self._pass_drawn += 1
+        return torch.utils.data.default_collate([self.ctrl_data[int(i)] for i in idx])
 
     def _reduction(self, keep: torch.Tensor) -> float:
         return 1 - float(self.cost.evaluate(keep, self.metric)) / self.cost.dense[self.metric]
@@ -460,7 +471,9 @@ class AutoTrainOnce(ChannelMethod):
                 "mask": self.mask.to(torch.uint8), "step": self.step, "frozen": self.frozen,
                 "freeze_epoch": -1 if self.freeze_epoch is None else self.freeze_epoch,
                 "repair_added": -1 if self.repair_added is None else self.repair_added,
-                "repair_given": -1 if self.repair_given is None else self.repair_given}
+                "repair_given": -1 if self.repair_given is None else self.repair_given,
+                **({"ctrl_pass_state": self._pass_state, "ctrl_pass_drawn": self._pass_drawn}
+                   if self.ctrl_data is not None else {})}
 
     def load_state_dict(self, state, optimizer=None) -> None:
         super().load_state_dict(state, optimizer)
@@ -470,6 +483,8 @@ class AutoTrainOnce(ChannelMethod):
         self.freeze_epoch = None if state.get("freeze_epoch", -1) < 0 else int(state["freeze_epoch"])
         self.repair_added = None if state.get("repair_added", -1) < 0 else int(state["repair_added"])
         self.repair_given = None if state.get("repair_given", -1) < 0 else int(state["repair_given"])
+        if self.ctrl_data is not None and "ctrl_pass_state" in state:
+            self._new_pass(state["ctrl_pass_state"], int(state["ctrl_pass_drawn"]))
 
     def summary(self) -> dict:
         out = super().summary()

@@ -101,3 +101,22 @@ def test_same_seed_same_subnetwork_and_flops(tmp_path, reference):
     arch_a = json.load(open(os.path.join(summary["run_dir"], "architecture.json")))["pruning"]
     arch_b = json.load(open(os.path.join(s["run_dir"], "architecture.json")))["pruning"]
     assert arch_a == arch_b
+
+
+def test_ato_resume_inside_the_controller_window_equals_uninterrupted_run(tmp_path):
+    # 3 controller steps an epoch over 2-batch passes of its subset: the stop falls mid-pass, so the
+    # resumed run must restore where in the pass the controller's data stood
+    kw = {"method": "ato", "epochs": 6, "method_options": {"controller_every": 1, "subset": 0.5}}
+    full = Trainer(_cfg(tmp_path, "ato_full", **kw))
+    a = full.fit()
+    first = Trainer(_cfg(tmp_path, "ato_crash", **kw))
+    assert first.method.c_start <= 1 < first.method.c_end
+    first.fit(stop_after=1)
+    second = Trainer(_cfg(tmp_path, "ato_crash", **kw), run_dir=first.run_dir)
+    assert second.resume() == 2
+    b = second.fit()
+    assert a["final_test_acc"] == b["final_test_acc"]
+    for (k, x), (_, y) in zip(full.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    for (k, x), (_, y) in zip(full.method.controller.state_dict().items(), second.method.controller.state_dict().items()):
+        assert torch.equal(x, y), k
