@@ -9,6 +9,7 @@ are released (*push*), and once they are ~0 they are pruned.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -112,6 +113,23 @@ class GReg(_TwoCycle, ChannelMethod):
         self.rows: dict[str, torch.Tensor] = {}          # push: per-filter penalty of each reg param
         self.picked_ratio: Optional[float] = None        # at the prune: how live the pruned filters were
         self.lam, self.reg_steps, self.steps_first_epoch, self.epoch = 0.0, 0, 0, 0
+
+    def bind_data(self, train_dataset, batch_size: int, seed: int) -> None:
+        """Check the push before training, with the epoch length the data gives (the run checks
+        it again with the iterations it counted, which a sharded loader makes fewer)."""
+        saved, self.steps_first_epoch = self.steps_first_epoch, math.ceil(len(train_dataset) / batch_size)
+        try:
+            self.push_schedule()
+            steps = (self.middle_epochs - self.pick_epochs) * self.steps_first_epoch
+            beta = self._momentum()
+            # heavy-ball SGD shrinks a weight at best by sqrt(beta) per iteration, whatever the penalty
+            if beta > 0 and beta ** (steps / 2) * float(self.opts["push_shrink"]) > 1:
+                warnings.warn(f"greg: the push has {steps} iterations; SGD with momentum {beta:g} shrinks the picked "
+                              f"filters at most ~{beta ** (-steps / 2):.0f}-fold in them (push_shrink "
+                              f"{float(self.opts['push_shrink']):g}); they are pruned anyway, raise reg_epochs for a "
+                              f"gentler prune")
+        finally:
+            self.steps_first_epoch = saved
 
     # -- schedules -------------------------------------------------------------------------------
     def _momentum(self) -> float:

@@ -309,6 +309,14 @@ def test_greg_picks_at_the_dense_eq2_widths_by_filter_l1_and_pushes_the_picked_t
     assert seen["ratio"] < 0.1 * weak_seen["ratio"]                                 # measured 0.018 vs 0.56
     with pytest.raises(ValueError, match="reg_epochs .2. must exceed pick_epochs .2."):
         _setup("greg", method_options={"reg_epochs": 2, "pick_epochs": 2})
+    # a push too short for its penalty is refused before training; one too short for momentum SGD
+    # to shrink the picked filters push_shrink-fold is said before training
+    short, _ = _setup("greg", method_options={"reg_epochs": 2})
+    with pytest.raises(ValueError, match="the push needs a penalty of .* an unstable step; raise reg_epochs"):
+        short.bind_data(list(range(16)), 16, 0)                     # 1 iteration an epoch at lr 0.001
+    with pytest.warns(UserWarning, match="greg: the push has 30 iterations; SGD with momentum 0.9 shrinks the "
+                                         "picked filters at most ~5-fold"):
+        short.bind_data(list(range(480)), 16, 0)
 
 
 # -- PaT ----------------------------------------------------------------------------------------------
