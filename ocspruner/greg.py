@@ -125,7 +125,7 @@ class GReg(_TwoCycle, ChannelMethod):
             # heavy-ball SGD shrinks a weight at best by sqrt(beta) per iteration, whatever the penalty
             if beta > 0 and beta ** (steps / 2) * float(self.opts["push_shrink"]) > 1:
                 warnings.warn(f"greg: the push has {steps} iterations; SGD with momentum {beta:g} shrinks the picked "
-                              f"filters at most ~{beta ** (-steps / 2):.0f}-fold in them (push_shrink "
+                              f"filters at most ~{beta ** (-steps / 2):.3g}-fold in them (push_shrink "
                               f"{float(self.opts['push_shrink']):g}); they are pruned anyway, raise reg_epochs for a "
                               f"gentler prune")
         finally:
