@@ -325,7 +325,7 @@ METHOD_LINES = {
     "magnitude_at_init": "prune at initialisation by Eq. 2 magnitude of the random weights, then train",
     "snip": "prune at initialisation by SNIP connection sensitivity on a data batch, then train",
     "prune_finetune": "train dense, prune by Eq. 2, fine-tune (two cycles, both counted)",
-    "greg": "GReg-2 (Wang et al. 2021): dense, growing uniform L2 penalty, magnitude prune, fine-tune",
+    "greg": "GReg-2 (Wang et al. 2021): dense, uniform growing L2 picks filters, their penalty grows until ~0, prune, fine-tune",
     "ato": "Auto-Train-Once: a controller network picks the sub-network, generic over DepGraph groups",
 }
 DATASET_LINES = {
