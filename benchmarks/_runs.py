@@ -102,10 +102,10 @@ def seed_from_dense(trainer, dense_run_dir: str) -> bool:
 
     GReg's dense phase is the dense run's computation, step for step (same seed, same data order,
     no method hook acting before the penalty; tests/test_two_cycle_seed.py checks that the seeded
-    run ends bit-identical to a run trained from scratch). ``prune_finetune`` is refused: its
-    engine keeps a record of every dense epoch, which a checkpoint of the dense run lacks. The dense run's
-    checkpoint of its last epoch carries the model, optimizer (momentum), RNG and data-order
-    state, and its CPU and wall time, which this run's cost includes as if it had trained them.
+    run ends bit-identical to a run trained from scratch). The dense run's checkpoint of its last
+    epoch carries the model, optimizer (momentum), RNG and data-order state, and its CPU and wall
+    time, which this run's cost includes as if it had trained them. ``prune_finetune`` is
+    refused: its engine keeps a record of every dense epoch, which that checkpoint lacks.
     Returns False (nothing changed) when the dense run has no checkpoint of that epoch."""
     from ocspruner.io import read_checkpoint
     from ocspruner.rundir import RunDir

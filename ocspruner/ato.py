@@ -223,34 +223,31 @@ def revive_channels_(model: nn.Module, space: ChannelSpace, channels: torch.Tens
     dead = channels.bool() & (channel_norms(model, space) == 0)
     if not bool(dead.any()):
         return dead
+    from .surgery import removed_positions
+
     params, modules = dict(model.named_parameters()), dict(model.named_modules())
     gen = torch.Generator().manual_seed(int(seed))
-    for g in space.groups:
-        local = dead[g.offset:g.offset + g.size]
-        if not bool(local.any()):
+    for (name, dim), pos in removed_positions(space, ~dead).items():
+        if dim != 0:                             # consumer columns stay zero
             continue
-        for s in g.slices:
-            hit = local[s.channels]
-            if s.dim != 0 or not bool(hit.any()):
-                continue
-            p = params[s.name]
-            pos = s.positions[hit].to(p.device)
-            rows = p.data.flatten(1) if p.dim() > 1 else p.data.view(-1, 1)
-            live = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
-            live[pos] = False
-            live &= rows.abs().sum(1) > 0
-            if p.dim() > 1:
-                scale = float(rows[live].pow(2).mean().sqrt()) if bool(live.any()) else 1.0 / math.sqrt(rows.shape[1])
-                fresh = torch.randn((len(pos),) + tuple(p.shape[1:]), generator=gen, dtype=p.dtype) * scale
-                p.data.index_copy_(0, pos, fresh.to(p.device))
-            elif s.name.endswith("weight"):      # a norm's scale
-                p.data[pos] = float(p.data[live].mean()) if bool(live.any()) else 1.0
-            else:                                # shifts and biases
-                p.data[pos] = 0.0
-            module = modules.get(s.name.rsplit(".", 1)[0])
-            if getattr(module, "running_mean", None) is not None and s.name.endswith("weight"):
-                module.running_mean[pos] = 0.0
-                module.running_var[pos] = 1.0
+        p = params[name]
+        pos = pos.to(p.device)
+        rows = p.data.flatten(1) if p.dim() > 1 else p.data.view(-1, 1)
+        live = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+        live[pos] = False
+        live &= rows.abs().sum(1) > 0
+        if p.dim() > 1:
+            scale = float(rows[live].pow(2).mean().sqrt()) if bool(live.any()) else 1.0 / math.sqrt(rows.shape[1])
+            fresh = torch.randn((len(pos),) + tuple(p.shape[1:]), generator=gen, dtype=p.dtype) * scale
+            p.data.index_copy_(0, pos, fresh.to(p.device))
+        elif name.endswith("weight"):            # a norm's scale
+            p.data[pos] = float(p.data[live].mean()) if bool(live.any()) else 1.0
+        else:                                    # shifts and biases
+            p.data[pos] = 0.0
+        module = modules.get(name.rsplit(".", 1)[0])
+        if getattr(module, "running_mean", None) is not None and name.endswith("weight"):
+            module.running_mean[pos] = 0.0
+            module.running_var[pos] = 1.0
     return dead
 
 

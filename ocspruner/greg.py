@@ -18,6 +18,7 @@ from .baselines import _TwoCycle
 from .importance import get_criterion
 from .methods import ChannelMethod, register_method
 from .partition import reselect_within_groups
+from .surgery import removed_positions
 
 
 def growing_penalty(iteration: int, delta: float, update_every: int, ceiling: float) -> float:
@@ -172,12 +173,9 @@ class GReg(_TwoCycle, ChannelMethod):
         params = dict(self.model.named_parameters())
         rows = {n: torch.zeros(params[n].shape[0], dtype=params[n].dtype, device=params[n].device)
                 for n in self.reg_params}
-        picked = self.picked.cpu()
-        for g in self.space.groups:
-            local = picked[g.offset:g.offset + g.size]
-            for s in g.slices:
-                if s.dim == 0 and s.name in rows:
-                    rows[s.name][s.positions[local[s.channels]].to(rows[s.name].device)] = 1.0
+        for (name, dim), pos in removed_positions(self.space, ~self.picked).items():
+            if dim == 0 and name in rows:
+                rows[name][pos.to(rows[name].device)] = 1.0
         self.rows = rows
 
     def _pick(self) -> None:
