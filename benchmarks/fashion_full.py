@@ -308,6 +308,7 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
     """Mean ± std over one label's finished runs, with drop and CPU ratio against ``dense``'s
     stats (the ratio is mean CPU time / mean dense CPU time)."""
     acc, acc_std = mean_std([r["final_test_acc"] for r in records])
+    val_acc, _ = mean_std([r.get("final_val_acc") for r in records])
     cpu, _ = mean_std([r.get("cpu_time") for r in records])
     wall, _ = mean_std([r.get("wall_time") for r in records])
     speed, speed_std = mean_std([(r.get("bench") or {}).get("speedup") for r in records])
@@ -316,6 +317,7 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
     params, _ = mean_std([r.get("params_ratio") for r in records])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
+        "val_acc": val_acc,
         "drop": None if dense is None or dense["acc"] is None or acc is None else dense["acc"] - acc,
         "flops_pct": None if flops is None else 100 * flops, "params_pct": None if params is None else 100 * params,
         "cpu_time": cpu, "wall_time": wall,
@@ -337,7 +339,8 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
     if dense is not None:
         methods["dense"]["cpu_ratio"] = 1.0
     ocs = [label for label in OCS_LABELS if label in methods]
-    best = max(ocs, key=lambda label: methods[label]["acc"]) if ocs else None
+    # the better OCSPruner variant is picked on the validation split, never on the test set
+    best = max(ocs, key=lambda label: methods[label]["val_acc"] or 0.0) if ocs else None
     get = (lambda label, k: methods[label][k] if label in methods else None)
     summary = {
         "n_train": n_train, "epochs": epochs, "seeds": list(range(METHODS["dense"][2])),
@@ -592,7 +595,7 @@ def write_doc(result: dict, args, paths: dict) -> None:
         "cost-aware one at the same FLOPs budget, channels priced by the measured training step (`pruning.price="
         "train_latency`); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
         "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time.", "",
-        f"Summary: dense {_f(s['dense_acc'], '.2f')} ± {_f(s['dense_acc_std'], '.2f')}; best OCSPruner "
+        f"Summary: dense {_f(s['dense_acc'], '.2f')} ± {_f(s['dense_acc_std'], '.2f')}; best OCSPruner by validation accuracy "
         f"({s['best_ocspruner_method'] or '-'}) {_f(s['best_ocspruner_acc'], '.2f')} ± "
         f"{_f(s['best_ocspruner_acc_std'], '.2f')}, drop {_f(s['best_ocspruner_drop'], '+.2f')} points at "
         f"{_f(s['best_ocspruner_cpu_ratio'], '.2f')}x dense's CPU time; random {_f(s['random_acc'], '.2f')} ± "

@@ -16,8 +16,9 @@ def ff():
     return mod
 
 
-def rec(label, seed, acc, cpu, speedup=None):
+def rec(label, seed, acc, cpu, speedup=None, val=None):
     r = {"key": f"{label}-s{seed}", "label": label, "seed": seed, "final_test_acc": acc, "cpu_time": cpu,
+         "final_val_acc": acc - 1.0 if val is None else val,
          "wall_time": 2 * cpu, "flops_ratio": 1.0 if label == "dense" else 0.5, "params_ratio": 0.4,
          "t_sl_start": None, "t_star": None}
     if speedup is not None:
@@ -49,7 +50,8 @@ def test_summary_means_stds_ratios_and_pending(ff):
     s = ff.study_summary({r["key"]: r for r in records}, ["snip-s0", "ato-s0"], 54000, 15)
     assert s["n_train"] == 54000 and s["epochs"] == 15 and s["seeds"] == [0, 1, 2]
     assert s["dense_acc"] == pytest.approx(93.0) and s["dense_acc_std"] == pytest.approx(1.0)
-    # knapsack (one seed, 93.5) beats ranking (mean 92.5): the best variant is picked by mean accuracy
+    # knapsack (one seed, validation 92.5) beats ranking (validation mean 91.5): the best variant
+    # is picked by mean validation accuracy
     assert s["best_ocspruner_method"] == "ocspruner_knapsack"
     assert s["best_ocspruner_acc"] == pytest.approx(93.5) and s["best_ocspruner_acc_std"] == 0.0
     assert s["best_ocspruner_drop"] == pytest.approx(-0.5)
@@ -66,6 +68,15 @@ def test_summary_means_stds_ratios_and_pending(ff):
     g = s["goals"]
     assert g["drop_within_0.3"] is True and g["cpu_ratio_at_most_0.8"] is False
     assert g["ahead_of_random_by_spread"] is True and g["ahead_of_pai_by_spread"] is None
+
+
+def test_best_variant_is_picked_on_validation_not_test(ff):
+    records = [rec("dense", 0, 94.0, 100.0), rec("ocspruner", 0, 93.0, 80.0, val=92.9),
+               rec("ocspruner_knapsack", 0, 93.6, 70.0, val=92.4)]
+    s = ff.study_summary({r["key"]: r for r in records}, [], 54000, 15)
+    assert s["methods"]["ocspruner"]["val_acc"] == pytest.approx(92.9)
+    assert s["best_ocspruner_method"] == "ocspruner"       # higher validation, lower test accuracy
+    assert s["best_ocspruner_acc"] == pytest.approx(93.0) and s["best_ocspruner_cpu_ratio"] == pytest.approx(0.8)
 
 
 def test_summary_of_nothing_is_all_pending(ff):
