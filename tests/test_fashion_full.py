@@ -90,3 +90,18 @@ def test_what_it_shows_is_kept_across_rewrites(ff, tmp_path):
     assert ff.kept_section(str(doc)) == ff.WHAT_IT_SHOWS_TODO
     doc.write_text("# t\n\n## Table\n\nx\n\n## What it shows\n\nOCSPruner wins.\nTwo lines.\n\n## Later\n\ny\n")
     assert ff.kept_section(str(doc)) == "OCSPruner wins.\nTwo lines."
+
+
+def test_fig4_table_has_validation_beside_test_and_j_avg(ff, tmp_path):
+    metrics = [{"epoch": e, "similarity_avg": j} for e, j in ((1, None), (2, 0.90), (3, 0.95), (6, 0.985))]
+    runs = {"fig4-prune-at-3-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 3}},
+                                   "final_test_acc": 92.5, "final_val_acc": 92.1},
+            "fig4-prune-at-6-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 6}},
+                                   "final_test_acc": 93.0, "final_val_acc": None},
+            "ocspruner-s0": {"label": "ocspruner", "t_star": 6, "seed": 0, "final_test_acc": 93.2,
+                             "final_val_acc": 93.4, "metrics": metrics}}
+    lines = ff.fig4_section(runs, str(tmp_path / "f4.png"))
+    assert "| 3 (fixed) | 92.10 | 92.50 | 0.950 |" in lines
+    assert "| 6 (fixed) | - | 93.00 | 0.985 |" in lines
+    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | 0.985 |" in lines
+    assert ff.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
