@@ -289,12 +289,27 @@ def load_record(run: dict, work: str) -> dict | None:
 
 
 def stability_series(d: str) -> list[dict]:
-    """Per-epoch J, J_avg, val accuracy and stage of a run (for Fig. 3/4)."""
+    """Per-epoch J, J_avg, val accuracy, stage and CPU time of a run (Fig. 3/4, the cost split)."""
     path = os.path.join(d, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    return [{k: r.get(k) for k in ("epoch", "stage", "similarity", "similarity_avg", "val_acc")} for r in rows]
+    return [{k: r.get(k) for k in ("epoch", "stage", "similarity", "similarity_avg", "val_acc", "cpu_elapsed")}
+            for r in rows]
+
+
+def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
+    """The CPU seconds of each epoch (differences of the cumulative ``cpu_elapsed``), split into
+    the epochs that trained the full-size network and those that trained the pruned one (stage
+    "pruned"); None when an epoch's CPU time is missing. Where a run's cost ratio comes from:
+    (full-size epochs + pruned epochs x their cost) / dense epochs."""
+    cum = [r.get("cpu_elapsed") for r in metrics]
+    if not cum or any(c is None for c in cum):
+        return None
+    per_epoch = [b - a for a, b in zip([0.0] + cum[:-1], cum)]
+    full = [c for c, r in zip(per_epoch, metrics) if r.get("stage") != "pruned"]
+    pruned = [c for c, r in zip(per_epoch, metrics) if r.get("stage") == "pruned"]
+    return full, pruned
 
 
 def mean_std(values) -> tuple:
@@ -314,10 +329,19 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
     speed, speed_std = mean_std([(r.get("bench") or {}).get("speedup") for r in records])
     train_speed, _ = mean_std([(r.get("bench") or {}).get("train_speedup") for r in records])
     flops, _ = mean_std([r.get("flops_ratio") for r in records])
+    # the cost split: epochs at full size per run, and a pruned epoch's CPU over a dense epoch's
+    splits = [sp for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
+    full_epochs, _ = mean_std([len(full) for full, _ in splits])
+    pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
+    dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
     params, _ = mean_std([r.get("params_ratio") for r in records])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,
+        "full_size_epochs": full_epochs,
+        "epoch_cpu": None if not splits else statistics.fmean(c for full, pruned in splits for c in full + pruned),
+        "pruned_epoch_cost": None if pruned_epoch_cpu is None or not dense_epoch_cpu
+        else pruned_epoch_cpu / dense_epoch_cpu,
         "drop": None if dense is None or dense["acc"] is None or acc is None else dense["acc"] - acc,
         "flops_pct": None if flops is None else 100 * flops, "params_pct": None if params is None else 100 * params,
         "cpu_time": cpu, "wall_time": wall,
@@ -433,7 +457,8 @@ def _f(v, spec: str, suffix: str = "") -> str:
 def table_lines(summary: dict) -> list[str]:
     head = ("| method | runs (seeds) | test acc (mean ± std) | drop vs dense (points) | FLOPs % | params % | "
             "inference speed-up (measured, batch 64) | train-step speed-up | CPU time vs dense | CPU time (min) | "
-            "training wall time (min) | t_sl-start / t* per seed |")
+            "training wall time (min) | epochs at full size / a pruned epoch's CPU vs dense's | "
+            "t_sl-start / t* per seed |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for label in METHODS:
         m = summary["methods"].get(label)
@@ -447,7 +472,8 @@ def table_lines(summary: dict) -> list[str]:
             f"| {_f(m['inference_speedup'], '.2f', 'x')} | {_f(m['train_speedup'], '.2f', 'x')} "
             f"| {_f(m['cpu_ratio'], '.2f', 'x')} "
             f"| {_f(None if m['cpu_time'] is None else m['cpu_time'] / 60, '.1f')} "
-            f"| {_f(None if m['wall_time'] is None else m['wall_time'] / 60, '.1f')} | {ts} |")
+            f"| {_f(None if m['wall_time'] is None else m['wall_time'] / 60, '.1f')} "
+            f"| {_f(m['full_size_epochs'], '.1f')} / {_f(m['pruned_epoch_cost'], '.2f', 'x')} | {ts} |")
     return lines
 
 
@@ -597,7 +623,10 @@ def write_doc(result: dict, args, paths: dict) -> None:
         "Methods: `ocspruner` is the paper's partition (`pruning.partition=ranking`), `ocspruner_knapsack` the "
         "cost-aware one at the same FLOPs budget, channels priced by the measured training step (`pruning.price="
         "train_latency`); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
-        "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time.", "",
+        "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time. Where it "
+        "comes from: the epochs that trained the full-size network (before the prune; GReg's and "
+        "prune_finetune's dense cycle included) and the CPU time of a pruned epoch over a dense run's "
+        "epoch (per-epoch CPU from metrics.jsonl).", "",
         f"Summary: dense {_f(s['dense_acc'], '.2f')} ± {_f(s['dense_acc_std'], '.2f')}; best OCSPruner by validation accuracy "
         f"({s['best_ocspruner_method'] or '-'}) {_f(s['best_ocspruner_acc'], '.2f')} ± "
         f"{_f(s['best_ocspruner_acc_std'], '.2f')}, drop {_f(s['best_ocspruner_drop'], '+.2f')} points at "

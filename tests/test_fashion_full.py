@@ -105,3 +105,25 @@ def test_fig4_table_has_validation_beside_test_and_j_avg(ff, tmp_path):
     assert "| 6 (fixed) | - | 93.00 | 0.985 |" in lines
     assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | 0.985 |" in lines
     assert ff.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
+
+
+def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff):
+    def series(stages, per_epoch):
+        cum, out = 0.0, []
+        for e, (st, c) in enumerate(zip(stages, per_epoch)):
+            cum += c
+            out.append({"epoch": e, "stage": st, "cpu_elapsed": cum})
+        return out
+    dense = rec("dense", 0, 94.0, 400.0)
+    dense["metrics"] = series(["dense"] * 4, [100.0] * 4)
+    ocs = rec("ocspruner", 0, 93.0, 330.0)
+    ocs["metrics"] = series(["search", "sparsity", "pruned", "pruned"], [100.0, 110.0, 60.0, 60.0])
+    assert ff.epoch_costs(ocs["metrics"]) == ([100.0, 110.0], [60.0, 60.0])
+    assert ff.epoch_costs([{"epoch": 0, "stage": "dense"}]) is None
+    s = ff.study_summary({r["key"]: r for r in (dense, ocs)}, [], 54000, 4)
+    assert s["methods"]["dense"]["epoch_cpu"] == pytest.approx(100.0)
+    assert s["methods"]["dense"]["pruned_epoch_cost"] is None
+    m = s["methods"]["ocspruner"]
+    assert m["full_size_epochs"] == 2 and m["pruned_epoch_cost"] == pytest.approx(0.6)
+    row = next(line for line in ff.table_lines(s) if line.startswith("| ocspruner |"))
+    assert "| 2.0 / 0.60x |" in row
