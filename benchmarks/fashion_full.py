@@ -381,6 +381,7 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
         "methods": methods, "pending": list(pending), "complete": not pending,
     }
     summary["goals"] = goals(summary)
+    summary["goals_provisional"] = bool(pending)     # decided on the seeds finished so far
     return summary
 
 
@@ -633,7 +634,9 @@ def write_doc(result: dict, args, paths: dict) -> None:
         f"{_f(s['best_ocspruner_cpu_ratio'], '.2f')}x dense's CPU time; random {_f(s['random_acc'], '.2f')} ± "
         f"{_f(s['random_acc_std'], '.2f')}; prune-at-init (snip) {_f(s['pai_acc'], '.2f')} ± "
         f"{_f(s['pai_acc_std'], '.2f')}; ATO {_f(s['ato_acc'], '.2f')} ± {_f(s['ato_acc_std'], '.2f')}.  ",
-        "Goals (issue 16; none = not decidable yet): " + ", ".join(f"{k}: {v}" for k, v in s["goals"].items()) + ".",
+        "Goals (issue 16; none = not decidable yet" + ("" if s["complete"] else
+                                                       "; provisional: not every run has finished") + "): "
+        + ", ".join(f"{k}: {v}" for k, v in s["goals"].items()) + ".",
         "",
     ]
     warned = [f"- {k}: {w}" for k, r in runs.items() for w in r.get("warnings", [])]
