@@ -284,11 +284,11 @@ def load_record(run: dict, work: str) -> dict | None:
         rec["bench"] = {"batch": row["batch"], "speedup": row["speedup"], "train_speedup": row.get("train_speedup"),
                         "theoretical_speedup": row["theoretical_speedup"], "median_ms": row["median_ms"],
                         "clock": b["clock"], "threads": b["threads"]}
-    rec["metrics"] = stability_series(d)
+    rec["metrics"] = epoch_series(d)
     return rec
 
 
-def stability_series(d: str) -> list[dict]:
+def epoch_series(d: str) -> list[dict]:
     """Per-epoch J, J_avg, val accuracy, stage and CPU time of a run (Fig. 3/4, the cost split)."""
     path = os.path.join(d, "metrics.jsonl")
     if not os.path.exists(path):
@@ -329,12 +329,12 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
     speed, speed_std = mean_std([(r.get("bench") or {}).get("speedup") for r in records])
     train_speed, _ = mean_std([(r.get("bench") or {}).get("train_speedup") for r in records])
     flops, _ = mean_std([r.get("flops_ratio") for r in records])
+    params, _ = mean_std([r.get("params_ratio") for r in records])
     # the cost split: epochs at full size per run, and a pruned epoch's CPU over a dense epoch's
     splits = [sp for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
     full_epochs, _ = mean_std([len(full) for full, _ in splits])
     pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
     dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
-    params, _ = mean_std([r.get("params_ratio") for r in records])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,
@@ -381,7 +381,6 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
         "methods": methods, "pending": list(pending), "complete": not pending,
     }
     summary["goals"] = goals(summary)
-    summary["goals_provisional"] = bool(pending)     # decided on the seeds finished so far
     return summary
 
 
