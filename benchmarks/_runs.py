@@ -125,7 +125,7 @@ def seed_from_dense(trainer, dense_run_dir: str) -> bool:
         raise ValueError(f"{dense_run_dir} is not this run's dense phase: its config differs at {differ[0]!r}")
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer._restore_rng(state["rng"])
+    trainer.rng.restore(state["rng"])
     trainer.elapsed, trainer.cpu_elapsed = float(state["elapsed"]), float(state["cpu_elapsed"])
     trainer.start_epoch = last + 1
     trainer.method.steps_first_epoch = len(trainer.train_loader)   # GReg counts them in epoch 0

@@ -37,10 +37,10 @@ def main() -> None:
     def evaluate(loader, model=None):
         result = plain_evaluate(loader, model)
         if loader is trainer.val_loader and model is None:
-            rng = trainer._rng_state()
+            rng = trainer.rng.state()
             twin = copy.deepcopy(trainer.model)
             recalibrate(twin, (x for x, _ in itertools.islice(trainer.train_loader, 5)))
-            trainer._restore_rng(rng)
+            trainer.rng.restore(rng)
             fresh = plain_evaluate(loader, twin)
             errs = [float(((a.running_var - b.running_var).abs() / (b.running_var + 1e-5)).mean())
                     for a, b in zip(batchnorms(trainer.model), batchnorms(twin))]

@@ -28,10 +28,8 @@ loop in N processes (CPU: gloo; GPU: NCCL, one GPU per process at ``cuda:LOCAL_R
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
 import random
 import time
 from typing import Optional
@@ -48,6 +46,7 @@ from .clock import cpu_cost
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
+from .resume import RESUME_FREE, RngStreams, config_mismatch
 from .rundir import RunDir, RunDirError
 
 
@@ -124,6 +123,7 @@ class Trainer:
         self.train_loader, self.val_loader, self.test_loader = build_loaders(
             self.bundle, d.batch_size, workers=d.workers, seed=cfg.seed, pin_memory=self.device.type == "cuda",
             sampler=sampler)
+        self.rng = RngStreams.of(self.train_loader, self.bundle.train)   # what a checkpoint restores
         if self.dist.enabled:
             self._shard_for_ranks()
         if len(self.bundle.train) == 0:
@@ -173,8 +173,7 @@ class Trainer:
                 sampler=distributed.ShardSampler(len(loader.dataset), self.dist.rank, self.dist.world_size))
         self.val_loader, self.test_loader = sharded(self.val_loader), sharded(self.test_loader)
         if self.dist.rank:
-            for gen in self._generators().values():
-                gen.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank)
+            self.rng.reseed(self.cfg.seed + 1_000_003 * self.dist.rank)
 
     def _net(self) -> nn.Module:
         """The module the training forward runs through: the model, or under torchrun a
@@ -261,7 +260,7 @@ class Trainer:
 
         if not self.cfg.bn_recalibration:
             return False
-        rng = self._rng_state()
+        rng = self.rng.state()
         try:
             def forward(model, batch):
                 x, _ = self._to_device(*batch)
@@ -269,7 +268,7 @@ class Trainer:
                     model(x)
             used = recalibrate(self.model, itertools.islice(self.train_loader, self.cfg.bn_recalibration), forward)
         finally:
-            self._restore_rng(rng)
+            self.rng.restore(rng)
         if used and self.dist.enabled:   # each process saw its own shard: rank 0's statistics become everyone's
             distributed.broadcast_module_(self.model, buffers_only=True)
         return bool(used)
@@ -391,7 +390,7 @@ class Trainer:
 
     def checkpoint_state(self, epoch: int) -> dict:
         """The checkpoint of this process (collective under torchrun: RNG states are gathered)."""
-        rng = self._rng_state()
+        rng = self.rng.state()
         state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
                  "elapsed": self.elapsed, "cpu_elapsed": self.cpu_elapsed, "time_to_prune": self.time_to_prune, "rng": rng}
@@ -405,33 +404,7 @@ class Trainer:
             self.ckpt.save(epoch, state)
 
     # -- resume -------------------------------------------------------------------------------
-    # keys that may differ between a run and its resumption (they do not change the result)
-    RESUME_FREE = {"progress", "threads", "device", "compile", "out_dir", "name", "checkpoint_every", "keep_checkpoints",
-                   "export"}
-
-    def _generators(self) -> dict:
-        gens = {"loader": getattr(self.train_loader, "generator", None)}
-        ds = self.bundle.train
-        while ds is not None and "augment" not in gens:
-            if isinstance(getattr(ds, "generator", None), torch.Generator):
-                gens["augment"] = ds.generator
-            ds = getattr(ds, "dataset", None)
-        return {k: g for k, g in gens.items() if g is not None}
-
-    def _rng_state(self) -> dict:
-        state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in self._generators().items()}}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def _restore_rng(self, rng: dict) -> None:
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        for key, gen in self._generators().items():
-            if key in rng:
-                gen.set_state(rng[key])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+    RESUME_FREE = RESUME_FREE     # config keys that may differ on resume (``resume.py``)
 
     def resume(self, checkpoint: Optional[str] = None) -> int:
         """Continue from the newest checkpoint of this run directory (or ``checkpoint``): model,
@@ -451,16 +424,10 @@ class Trainer:
             state = read_checkpoint(path)
         if not {"epoch", "model", "optimizer", "method", "config"} <= set(state):
             raise CheckpointError(f"{path!r} is not an ocspruner training checkpoint")
-        mine, saved = _flatten(self.cfg.to_dict()), _flatten(state["config"])
-        # a key the checkpoint's code did not have yet ran with its default: a checkpoint written
-        # before a release added a key resumes as long as this run keeps that key at its default
-        defaults = _flatten(RunConfig().to_dict())
-        saved = {**{k: v for k, v in defaults.items() if k not in saved and k in mine}, **saved}
-        diff = sorted(k for k in set(mine) | set(saved) if k.split(".")[0] not in self.RESUME_FREE
-                      and mine.get(k) != saved.get(k))
-        if diff:
-            raise CheckpointError(f"cannot resume: the config differs from the checkpoint's at '{diff[0]}' "
-                                  f"({saved.get(diff[0])!r} saved, {mine.get(diff[0])!r} now); resume with the run's own config")
+        mismatch = config_mismatch(self.cfg.to_dict(), state["config"], RunConfig().to_dict())
+        if mismatch:
+            raise CheckpointError(f"cannot resume: the config differs from the checkpoint's at {mismatch}; "
+                                  f"resume with the run's own config")
         try:
             self.method.load_state_dict(state["method"], [self.optimizer])
             self.model.load_state_dict(state["model"])
@@ -469,7 +436,7 @@ class Trainer:
             raise CheckpointError(f"{path!r} does not fit this run ({str(exc).splitlines()[0][:120]})") from None
         per_rank = state.get("rng_ranks")
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else state.get("rng", {})
-        self._restore_rng(rng)
+        self.rng.restore(rng)
         self.start_epoch = int(state["epoch"]) + 1
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
@@ -481,65 +448,11 @@ class Trainer:
         return self.start_epoch
 
     def finish(self) -> dict:
-        """Test the final (and best-on-validation) model, save the model and the summary, plot."""
-        started = cpu_cost()
-        final_test = self.evaluate(self.test_loader)
-        best_test = None
-        best_path = self.rundir.file(RunDir.BEST)
-        if distributed.broadcast_object(os.path.exists(best_path) and self.best["epoch"] is not None):
-            twin = copy.deepcopy(self.model)
-            if self.dist.is_main:
-                twin.load_state_dict(torch.load(best_path, weights_only=True)["model"])
-            distributed.broadcast_module_(twin)   # only rank 0 reads the file (no shared disk needed)
-            best_test = self.evaluate(self.test_loader, twin)["acc"]
-        if not self.dist.is_main:   # the other processes evaluated their shards; rank 0 writes
-            return {"rank": self.dist.rank, "method": self.cfg.method, **self.method.summary(),
-                    "final_test_acc": final_test["acc"], "best_test_acc": best_test}
-        arch = {"model": self.cfg.model, "model_options": self.cfg.model_options,
-                "num_classes": self.bundle.num_classes, "in_channels": self.bundle.in_channels,
-                "image_size": self.bundle.image_size, "dataset": self.bundle.name,
-                "mean": list(self.bundle.mean), "std": list(self.bundle.std),
-                "pruning": self.method.architecture()}
-        self.rundir.write_json(RunDir.ARCHITECTURE, arch)
-        self.rundir.save_torch(RunDir.FINAL_MODEL, {"architecture": arch, "state_dict": self.model.state_dict()})
-        channels = self.method.kept_channels()
-        if channels:
-            self.rundir.write_json(RunDir.CHANNELS, {"layers": channels})
-        last = (self.rundir.metrics() or [{}])[-1]
-        summary = {"method": self.cfg.method, "model": self.cfg.model, "dataset": self.bundle.name,
-                   "epochs": self.total_epochs, "seed": self.cfg.seed, "target": None, "t_sl_start": None, "t_star": None,
-                   **self.method.summary(),
-                   "final_val_acc": last.get("val_acc"), "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
-                   "best_epoch": self.best["epoch"], "final_test_acc": final_test["acc"], "best_test_acc": best_test,
-                   "wall_time": self.elapsed, "cpu_time": self.cpu_elapsed, "time_to_prune": self.time_to_prune,
-                   # process CPU time of this process's set-up (data, model, the method's set-up:
-                   # a latency table and its calibration) and of the final tests
-                   "cpu_setup": self.setup_cpu, "cpu_test": cpu_cost() - started,
-                   "run_dir": os.path.abspath(self.run_dir)}
-        for k in ("flops", "params"):
-            if summary.get(f"dense_{k}"):
-                summary[f"{k}_ratio"] = summary[f"final_{k}"] / summary[f"dense_{k}"]
-        self.rundir.write_json(RunDir.SUMMARY, summary)
-        try:
-            from .reporting import write_all_plots
-            summary["plots"] = write_all_plots(self.run_dir)
-        except Exception as exc:  # plots are a convenience; never lose a finished run over them
-            summary["plots_error"] = f"{type(exc).__name__}: {exc}"
-        if self.cfg.export:   # deployment files, each checked against the PyTorch model
-            try:
-                from .export import export_run
-                summary["export"] = {f: r["ok"] for f, r in export_run(self.run_dir, self.cfg.export).items()}
-            except Exception as exc:  # noqa: BLE001 - the trained model is saved; export again later
-                summary["export_error"] = f"{type(exc).__name__}: {exc}"
-        started = cpu_cost()
-        try:
-            from .reporting.report import write_report
-            summary["report"] = write_report(self.run_dir, plots=summary.get("plots"))
-        except Exception as exc:  # noqa: BLE001 - a convenience, as the plots
-            summary["report_error"] = f"{type(exc).__name__}: {exc}"
-        # the report times a latency-budget run's model against dense: a measurement, not training
-        summary["cpu_report"] = cpu_cost() - started
-        return summary
+        """Test the final (and best-on-validation) model, save the model and the summary, plot
+        (``finish.py``)."""
+        from .finish import finish_run
+
+        return finish_run(self)
 
     # -- logging ----------------------------------------------------------------------------
     def _tensorboard(self):
@@ -559,12 +472,3 @@ class Trainer:
                 writer.add_scalar(key, value, row["epoch"])
         writer.flush()
 
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k not in ("options", "model_options", "method_options"):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

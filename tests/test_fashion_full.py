@@ -16,6 +16,13 @@ def ff():
     return mod
 
 
+@pytest.fixture(scope="module")
+def doc(ff):
+    import _fashion_full_doc     # benchmarks/ is on sys.path once fashion_full.py is loaded
+
+    return _fashion_full_doc
+
+
 def rec(label, seed, acc, cpu, speedup=None, val=None):
     r = {"key": f"{label}-s{seed}", "label": label, "seed": seed, "final_test_acc": acc, "cpu_time": cpu,
          "final_val_acc": acc - 1.0 if val is None else val,
@@ -87,14 +94,14 @@ def test_summary_of_nothing_is_all_pending(ff):
     assert all(v is None for v in s["goals"].values())
 
 
-def test_what_it_shows_is_kept_across_rewrites(ff, tmp_path):
-    doc = tmp_path / "d.md"
-    assert ff.kept_section(str(doc)) == ff.WHAT_IT_SHOWS_TODO
-    doc.write_text("# t\n\n## Table\n\nx\n\n## What it shows\n\nOCSPruner wins.\nTwo lines.\n\n## Later\n\ny\n")
-    assert ff.kept_section(str(doc)) == "OCSPruner wins.\nTwo lines."
+def test_what_it_shows_is_kept_across_rewrites(doc, tmp_path):
+    path = tmp_path / "d.md"
+    assert doc.kept_section(str(path)) == doc.WHAT_IT_SHOWS_TODO
+    path.write_text("# t\n\n## Table\n\nx\n\n## What it shows\n\nOCSPruner wins.\nTwo lines.\n\n## Later\n\ny\n")
+    assert doc.kept_section(str(path)) == "OCSPruner wins.\nTwo lines."
 
 
-def test_fig4_table_has_validation_beside_test_and_j_avg(ff, tmp_path):
+def test_fig4_table_has_validation_beside_test_and_j_avg(doc, tmp_path):
     metrics = [{"epoch": e, "similarity_avg": j} for e, j in ((1, None), (2, 0.90), (3, 0.95), (6, 0.985))]
     runs = {"fig4-prune-at-3-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 3}},
                                    "final_test_acc": 92.5, "final_val_acc": 92.1},
@@ -102,14 +109,14 @@ def test_fig4_table_has_validation_beside_test_and_j_avg(ff, tmp_path):
                                    "final_test_acc": 93.0, "final_val_acc": None},
             "ocspruner-s0": {"label": "ocspruner", "t_star": 6, "seed": 0, "final_test_acc": 93.2,
                              "final_val_acc": 93.4, "metrics": metrics}}
-    lines = ff.fig4_section(runs, str(tmp_path / "f4.png"))
+    lines = doc.fig4_section(runs, str(tmp_path / "f4.png"))
     assert "| 3 (fixed) | 92.10 | 92.50 | 0.950 |" in lines
     assert "| 6 (fixed) | - | 93.00 | 0.985 |" in lines
     assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | 0.985 |" in lines
-    assert ff.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
+    assert doc.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
 
 
-def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff):
+def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff, doc):
     def series(stages, per_epoch):
         cum, out = 0.0, []
         for e, (st, c) in enumerate(zip(stages, per_epoch)):
@@ -127,5 +134,49 @@ def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff):
     assert s["methods"]["dense"]["pruned_epoch_cost"] is None
     m = s["methods"]["ocspruner"]
     assert m["full_size_epochs"] == 2 and m["pruned_epoch_cost"] == pytest.approx(0.6)
-    row = next(line for line in ff.table_lines(s) if line.startswith("| ocspruner |"))
+    row = next(line for line in doc.table_lines(s, list(ff.METHODS)) if line.startswith("| ocspruner |"))
     assert "| 2.0 / 0.60x |" in row
+
+
+def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_part(ff, tmp_path):
+    """The whole --report path on two finished (synthetic) run directories: records, summary,
+    the JSON, the doc's table and status, and the hand-written section surviving a rewrite."""
+    import json
+
+    def finished(key, acc, cpu, stages, extra=None):
+        d = tmp_path / "runs" / key
+        d.mkdir(parents=True)
+        cum, rows = 0.0, []
+        for e, (st, c) in enumerate(stages):
+            cum += c
+            rows.append({"epoch": e, "stage": st, "cpu_elapsed": cum, "val_acc": acc - 0.5,
+                         "similarity_avg": None if st == "dense" else 0.5 + 0.1 * e})
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        summary = {"method": key.split("-")[0], "seed": 0, "epochs": 4, "final_test_acc": acc, "final_val_acc": acc - 0.5,
+                   "cpu_time": cpu, "wall_time": cpu, "flops_ratio": 1.0, "params_ratio": 1.0,
+                   "benchmark_complete": True, **(extra or {})}
+        (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    finished("dense-s0", 94.0, 400.0, [("dense", 100.0)] * 4)
+    ocs = finished("ocspruner-s0", 93.8, 300.0, [("search", 100.0), ("sparsity", 100.0), ("pruned", 50.0), ("pruned", 50.0)],
+                   {"flops_ratio": 0.5, "params_ratio": 0.4, "t_sl_start": 1, "t_star": 2})
+    (ocs / "bench.json").write_text(json.dumps({"clock": "thread_cpu", "threads": 1, "rows": [
+        {"model": "pruned", "batch": 64, "speedup": 1.5, "train_speedup": 1.6, "theoretical_speedup": 2.0,
+         "median_ms": 3.0}]}))
+    args = ff.parse_args(["--work", str(tmp_path), "--epochs", "4", "--subset", "1000"])
+    result = ff.write_outputs(ff.plan(4), args, 900)
+    s = result["summary"]
+    assert (s["dense_acc"], s["best_ocspruner_method"], s["best_ocspruner_cpu_ratio"]) == (94.0, "ocspruner", 0.75)
+    assert s["best_ocspruner_drop"] == pytest.approx(0.2) and not s["complete"] and "random-s0" in s["pending"]
+    assert s["methods"]["ocspruner"]["pruned_epoch_cost"] == pytest.approx(0.5)
+    on_disk = json.load(open(tmp_path / "fashion_full.json"))      # smoke outputs stay in the work dir
+    assert on_disk["summary"]["best_ocspruner_acc"] == 93.8 and set(on_disk["runs"]) == {"dense-s0", "ocspruner-s0"}
+    text = (tmp_path / "fashion_full.md").read_text()
+    assert "Status: 2 of 23 runs finished" in text and "| random | pending |" in text
+    assert "| ocspruner | 1 (0) | 93.80 ± 0.00 | +0.20 | 50.0 | 40.0 | 1.50x | 1.60x | 0.75x |" in text
+    assert "| 2.0 / 0.50x | 1/2 |" in text and "provisional" in text
+    edited = text.replace("_To be written by a person", "Written by hand. _To be written by a person")
+    (tmp_path / "fashion_full.md").write_text(edited)
+    ff.write_outputs(ff.plan(4), args, 900)
+    assert "Written by hand." in (tmp_path / "fashion_full.md").read_text()

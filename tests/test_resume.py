@@ -120,3 +120,42 @@ def test_ato_resume_inside_the_controller_window_equals_uninterrupted_run(tmp_pa
         assert torch.equal(x, y), k
     for (k, x), (_, y) in zip(full.method.controller.state_dict().items(), second.method.controller.state_dict().items()):
         assert torch.equal(x, y), k
+
+
+def test_config_mismatch_names_the_first_differing_key_and_forgives_new_defaults():
+    from ocspruner.resume import config_mismatch, flatten_config
+
+    assert flatten_config({"data": {"subset": 5, "options": {"a": 1}}, "method_options": {"k": 2}, "seed": 0}) == \
+        {"data.subset": 5, "data.options": {"a": 1}, "method_options": {"k": 2}, "seed": 0}
+    now = {"seed": 1, "threads": 4, "data": {"subset": 5, "new_key": 3}}
+    # a free key (threads) may differ; a key the checkpoint lacks is taken at its default
+    assert config_mismatch(now, {"seed": 1, "threads": 1, "data": {"subset": 5}}, {"data": {"new_key": 3}}) is None
+    assert config_mismatch(now, {"seed": 1, "data": {"subset": 5}}, {"data": {"new_key": 0}}) == \
+        "'data.new_key' (0 saved, 3 now)"
+    assert config_mismatch(now, {"seed": 2, "data": {"subset": 4, "new_key": 3}}, {}) == \
+        "'data.subset' (4 saved, 5 now)"      # the first in sorted order
+
+
+def test_rng_streams_restore_every_stream():
+    from ocspruner.resume import RngStreams
+
+    loader_gen, aug_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+
+    class Aug:
+        generator = aug_gen
+
+    class Wrapped:            # a Subset-like wrapper: the augmentation generator sits one level down
+        dataset = Aug()
+
+    class Loader:
+        generator = loader_gen
+
+    streams = RngStreams.of(Loader(), Wrapped())
+    assert set(streams.generators) == {"loader", "augment"}
+    state = streams.state()
+    first = (torch.rand(3), torch.rand(3, generator=loader_gen), torch.rand(3, generator=aug_gen))
+    streams.restore(state)
+    again = (torch.rand(3), torch.rand(3, generator=loader_gen), torch.rand(3, generator=aug_gen))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    streams.reseed(7)
+    assert torch.equal(torch.rand(3, generator=aug_gen), torch.rand(3, generator=torch.Generator().manual_seed(7)))

@@ -1,0 +1,217 @@
+"""docs/fashion_full.md for benchmarks/fashion_full.py (issue 16): the table, Fig. 1, 3 and 4, from
+the study's result dict (what fashion_full.json holds). Rendering only: nothing here runs or
+reads a run directory. The doc's "What it shows" section is written by a person and kept across
+rewrites."""
+from __future__ import annotations
+
+import os
+import re
+
+from ocspruner.checkpoint import atomic_write_text
+
+
+def _f(v, spec: str, suffix: str = "") -> str:
+    return "-" if v is None else format(v, spec) + suffix
+
+
+def table_lines(summary: dict, labels) -> list[str]:
+    """The table, one row per label in ``labels`` (pending where none of its runs finished)."""
+    head = ("| method | runs (seeds) | test acc (mean ± std) | drop vs dense (points) | FLOPs % | params % | "
+            "inference speed-up (measured, batch 64) | train-step speed-up | CPU time vs dense | CPU time (min) | "
+            "training wall time (min) | epochs at full size / a pruned epoch's CPU vs dense's | "
+            "t_sl-start / t* per seed |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for label in labels:
+        m = summary["methods"].get(label)
+        if m is None:
+            lines.append(f"| {label} | pending |" + " - |" * (head.count("|") - 3))
+            continue
+        ts = ", ".join(f"{_f(a, 'd')}/{_f(b, 'd')}" for a, b in zip(m["t_sl_start"], m["t_star"]))
+        lines.append(
+            f"| {label} | {m['n']} ({','.join(map(str, m['seeds']))}) | {_f(m['acc'], '.2f')} ± {_f(m['acc_std'], '.2f')} "
+            f"| {_f(m['drop'], '+.2f')} | {_f(m['flops_pct'], '.1f')} | {_f(m['params_pct'], '.1f')} "
+            f"| {_f(m['inference_speedup'], '.2f', 'x')} | {_f(m['train_speedup'], '.2f', 'x')} "
+            f"| {_f(m['cpu_ratio'], '.2f', 'x')} "
+            f"| {_f(None if m['cpu_time'] is None else m['cpu_time'] / 60, '.1f')} "
+            f"| {_f(None if m['wall_time'] is None else m['wall_time'] / 60, '.1f')} "
+            f"| {_f(m['full_size_epochs'], '.1f')} / {_f(m['pruned_epoch_cost'], '.2f', 'x')} | {ts} |")
+    return lines
+
+
+def fig1_rows(summary: dict) -> list[dict]:
+    """Rows in compare.plot_fig1's shape (marker size: CPU-time speed-up vs dense)."""
+    return [{"method": label, "acc_mean": m["acc"], "acc_std": m["acc_std"], "flops_pct": m["flops_pct"] or 100.0,
+             "speedup_vs_dense": None if not m["cpu_ratio"] else 1 / m["cpu_ratio"]}
+            for label, m in summary["methods"].items()]
+
+
+def first_stable(series: list[dict], epsilon: float):
+    return next((r["epoch"] for r in series if r.get("similarity_avg") is not None
+                 and r["similarity_avg"] >= 1 - epsilon), None)
+
+
+def plot_fig3(curves: dict, epsilon: float, path: str) -> str | None:
+    """J_avg (solid) and raw J (dotted) per epoch, with and without Eq. 8/9, on one axis."""
+    from ocspruner.reporting.plots import _epoch_axis, _legend_below, _save, _series, plt
+
+    if not any(_series(c["metrics"], "similarity_avg")[1] for c in curves.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    for (name, c), colour in zip(curves.items(), ("tab:red", "tab:blue")):
+        ax.plot(*_series(c["metrics"], "similarity_avg"), "o-", color=colour, label=f"J_avg, {name}")
+        ax.plot(*_series(c["metrics"], "similarity"), ":", color=colour, alpha=0.6, label=f"raw J, {name}")
+        if c["t_star"] is not None:
+            ax.axvline(c["t_star"], color=colour, ls="--", alpha=0.5, label=f"t*, {name}")
+    ax.axhline(1 - epsilon, color="gray", ls="-.", label="1 - epsilon")
+    _epoch_axis(ax)
+    ax.set_ylabel("stability score")
+    ax.set_title("Fig. 3, full Fashion-MNIST: ResNet-20, 50% FLOPs, seed 0")
+    ax.grid(True, alpha=0.3)
+    _legend_below(ax)
+    return _save(fig, path)
+
+
+def fig3_section(runs: dict, epsilon: float, path: str) -> list[str]:
+    pairs = (("with Eq. 8 + Eq. 9 (ocspruner-s0)", "ocspruner-s0"), ("without (fig3-noreg-s0)", "fig3-noreg-s0"))
+    curves = {name: runs[key] for name, key in pairs if key in runs}
+    lines = ["## Fig. 3: does regularisation make J_avg converge faster?", "",
+             "Seed 0, the shipped recipe (the same prune cap); the only difference is "
+             "`pruning.use_eq8=false pruning.use_eq9=false`.", ""]
+    if not curves:
+        return lines + ["Pending.", ""]
+    lines += ["| regularisation | t_sl-start | first epoch J_avg >= 1-eps | t* | J_avg per epoch | test acc |",
+              "|---|---|---|---|---|---|"]
+    for name, c in curves.items():
+        js = ", ".join(f"{r['epoch']}:{r['similarity_avg']:.3f}" for r in c["metrics"] if r.get("similarity_avg") is not None)
+        lines.append(f"| {name} | {_f(c['t_sl_start'], 'd')} | {_f(first_stable(c['metrics'], epsilon), 'd')} | "
+                     f"{_f(c['t_star'], 'd')} | {js or '-'} | {c['final_test_acc']:.2f} |")
+    png = plot_fig3(curves, epsilon, path)
+    return lines + ([""] + ([f"![Fig. 3]({os.path.basename(png)})"] if png else []) + [""])
+
+
+def plot_fig4(points: list[dict], autos: list[dict], j_avg: list[dict], path: str) -> str | None:
+    """Final accuracy vs pruning epoch (fixed t*), OCSPruner's own (t*, acc), and J_avg."""
+    from ocspruner.reporting.plots import _epoch_axis, _save, _series, plt
+
+    if not points and not autos:
+        return None
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    if points:
+        ax.plot([p["prune_epoch"] for p in points], [p["acc"] for p in points], "o-", label="fixed t* (1 seed)")
+    if autos:
+        ax.plot([a["t_star"] for a in autos], [a["acc"] for a in autos], "r*", markersize=10,
+                label="OCSPruner, automatic t* (per seed)")
+    _epoch_axis(ax)
+    ax.set_xlabel("pruning epoch t*")
+    ax.set_ylabel("final test accuracy (%)")
+    ax2 = ax.twinx()
+    xs, ys = _series(j_avg, "similarity_avg")
+    if ys:
+        ax2.plot(xs, ys, "--", color="gray", label="J_avg (ocspruner-s0)")
+    ax2.set_ylabel("stability score J_avg")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_title("Fig. 4, full Fashion-MNIST: final accuracy vs pruning epoch")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def fig4_section(runs: dict, path: str) -> list[str]:
+    j_avg = runs.get("ocspruner-s0", {}).get("metrics", [])
+    javg_at = {r["epoch"]: r.get("similarity_avg") for r in j_avg}
+    points = sorted(({"prune_epoch": r["updates"]["method_options"]["prune_epoch"], "acc": r["final_test_acc"],
+                      "val": r.get("final_val_acc")}
+                     for r in runs.values() if r["label"] == "fig4"), key=lambda p: p["prune_epoch"])
+    autos = [{"t_star": r["t_star"], "acc": r["final_test_acc"], "val": r.get("final_val_acc"), "seed": r["seed"]}
+             for r in runs.values() if r["label"] == "ocspruner" and r.get("t_star") is not None]
+    lines = ["## Fig. 4: is the final accuracy best where J_avg levels off?", "",
+             "`ocspruner_fixed` (t* fixed in advance, seed 0) at epochs across the cycle, beside J_avg of "
+             "ocspruner-s0 and the automatic t* of every OCSPruner seed.", ""]
+    if not points and not autos:
+        return lines + ["Pending.", ""]
+    # validation accuracy beside test: a recipe choice (the prune cap) is read off the validation column
+    lines += ["| pruning epoch | final validation acc | final test acc | J_avg at that epoch (ocspruner-s0) |",
+              "|---|---|---|---|"]
+    lines += [f"| {p['prune_epoch']} (fixed) | {_f(p['val'], '.2f')} | {p['acc']:.2f} | "
+              f"{_f(javg_at.get(p['prune_epoch']), '.3f')} |" for p in points]
+    lines += [f"| {a['t_star']} (automatic, seed {a['seed']}) | {_f(a['val'], '.2f')} | {a['acc']:.2f} | "
+              f"{_f(javg_at.get(a['t_star']), '.3f')} |" for a in autos]
+    png = plot_fig4(points, autos, j_avg, path)
+    return lines + ([""] + ([f"![Fig. 4]({os.path.basename(png)})"] if png else []) + [""])
+
+
+WHAT_IT_SHOWS_HEAD = "## What it shows"
+WHAT_IT_SHOWS_TODO = ("_To be written by a person when the runs have finished (kept when the script rewrites this "
+                      "file): is OCSPruner within 0.3 points of dense at <= 0.8x its CPU time, and ahead of random "
+                      "and prune-at-init by more than their spread? Where does a simpler method win? Where it falls "
+                      "short: why (recipe, lambda, cap, partition), found without tuning on the test set._")
+
+
+def kept_section(path: str) -> str:
+    """The hand-written "What it shows" section of the existing doc (or the placeholder)."""
+    if not os.path.exists(path):
+        return WHAT_IT_SHOWS_TODO
+    text = open(path).read()
+    m = re.search(rf"^{re.escape(WHAT_IT_SHOWS_HEAD)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    return m.group(1).strip() if m and m.group(1).strip() else WHAT_IT_SHOWS_TODO
+
+
+def write_doc(result: dict, cfg, labels, paths: dict) -> None:
+    """docs/fashion_full.md from the study's ``result`` (fashion_full.json's content); ``cfg``: the
+    recipe's RunConfig, ``labels``: the table's rows in order. The "What it shows" section of the
+    existing doc is kept."""
+    s, runs = result["summary"], result["runs"]
+    p = cfg.pruning
+    n_runs = len(runs) + len(s["pending"])
+    cpu_total = sum(r.get("cpu_time") or 0 for r in runs.values()) / 3600
+    lines = [
+        "# OCSPruner on the whole of Fashion-MNIST: every method, three seeds (issue 16)", "",
+        f"Command (resumable; the same command skips finished runs): `{result['command']}`  ",
+        f"Status: {len(runs)} of {n_runs} runs finished ({cpu_total:.1f} CPU-hours so far)"
+        + (f"; pending: {', '.join(s['pending'])}" if s["pending"] else "") + ".  ",
+        f"Recipe: the shipped config `{result['config']}` for every method: ResNet-20, {cfg.epochs} epochs, "
+        f"{_f(s['n_train'], 'd')} training images (validation {cfg.data.val_fraction:.0%} carved from the 60k "
+        f"training set), batch {cfg.data.batch_size}, SGD lr {cfg.optim.lr} {cfg.schedule.name}; target "
+        f"{p.target:.0%} FLOPs removed; r={p.window}, i={p.offset}, tau={p.tau}, epsilon={p.epsilon}, "
+        f"lambda0={p.lambda0}, delta={p.delta}, prune cap epoch {p.max_prune_epoch}. Test accuracy: the final "
+        f"model on the 10k test set. " + (f"Smoke-test overrides: {result['updates']}." if result["updates"] else ""),
+        "",
+        "Cost: process CPU time of each run (one torch thread; set-up and test evaluation included), the measure "
+        "that does not depend on what else this shared machine runs; the training wall time (epochs only) is shown "
+        "beside it. Measured speed-up: "
+        "`ocspruner.bench.bench_run`, the pruned model against its dense architecture, batch 64, one thread, "
+        f"clock `{_f(next((m['clock'] for m in s['methods'].values() if m.get('clock')), None), 's')}` "
+        "(median of per-round ratios). Mean ± std over the finished seeds (sample std).", "",
+        "## Table", "", *table_lines(s, labels), "",
+        "Methods: `ocspruner` is the paper's partition (`pruning.partition=ranking`), `ocspruner_knapsack` the "
+        "cost-aware one at the same FLOPs budget, channels priced by the measured training step (`pruning.price="
+        "train_latency`); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
+        "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time. Where it "
+        "comes from: the epochs that trained the full-size network (before the prune; GReg's and "
+        "prune_finetune's dense cycle included) and the CPU time of a pruned epoch over a dense run's "
+        "epoch (per-epoch CPU from metrics.jsonl).", "",
+        f"Summary: dense {_f(s['dense_acc'], '.2f')} ± {_f(s['dense_acc_std'], '.2f')}; best OCSPruner by validation accuracy "
+        f"({s['best_ocspruner_method'] or '-'}) {_f(s['best_ocspruner_acc'], '.2f')} ± "
+        f"{_f(s['best_ocspruner_acc_std'], '.2f')}, drop {_f(s['best_ocspruner_drop'], '+.2f')} points at "
+        f"{_f(s['best_ocspruner_cpu_ratio'], '.2f')}x dense's CPU time; random {_f(s['random_acc'], '.2f')} ± "
+        f"{_f(s['random_acc_std'], '.2f')}; prune-at-init (snip) {_f(s['pai_acc'], '.2f')} ± "
+        f"{_f(s['pai_acc_std'], '.2f')}; ATO {_f(s['ato_acc'], '.2f')} ± {_f(s['ato_acc_std'], '.2f')}.  ",
+        "Goals (issue 16; none = not decidable yet" + ("" if s["complete"] else
+                                                       "; provisional: not every run has finished") + "): "
+        + ", ".join(f"{k}: {v}" for k, v in s["goals"].items()) + ".",
+        "",
+    ]
+    warned = [f"- {k}: {w}" for k, r in runs.items() for w in r.get("warnings", [])]
+    if warned:
+        lines += ["Warnings raised by runs:", "", *warned, ""]
+    if result["failed"]:
+        lines += ["Failed runs (they stay pending; see WORK/logs/<key>.log):", "",
+                  *[f"- {k}: `{v}`" for k, v in result["failed"].items()], ""]
+    from ocspruner.compare import plot_fig1
+    fig1 = plot_fig1(fig1_rows(s), paths["fig1"]) if s["methods"] else None
+    lines += ["## Fig. 1: accuracy vs FLOPs", "",
+              f"![Fig. 1]({os.path.basename(fig1)})" if fig1 else "Pending.", ""]
+    lines += fig3_section(runs, p.epsilon, paths["fig3"])
+    lines += fig4_section(runs, paths["fig4"])
+    lines += [WHAT_IT_SHOWS_HEAD, "", kept_section(paths["doc"]), ""]
+    atomic_write_text(paths["doc"], "\n".join(lines))
