@@ -314,10 +314,12 @@ def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
 
 
 def mean_std(values) -> tuple:
+    """Mean and sample std of the values given; the std is None below two values (one run has
+    no spread: shown as "-", never as 0)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
 def label_stats(records: list[dict], dense: dict | None) -> dict:
@@ -387,10 +389,10 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
 
 def goals(s: dict) -> dict:
     """Issue 16's bar: within 0.3 points of dense, <= 0.8x its CPU time, ahead of random and
-    prune-at-init by more than their spread (None: not decidable yet)."""
+    prune-at-init by more than their spread (None: not decidable yet; a spread needs two seeds)."""
     def ahead(other):
         acc, std = s[f"{other}_acc"], s[f"{other}_acc_std"]
-        if s["best_ocspruner_acc"] is None or acc is None:
+        if s["best_ocspruner_acc"] is None or acc is None or std is None:
             return None
         return s["best_ocspruner_acc"] - acc > std
     drop, ratio = s["best_ocspruner_drop"], s["best_ocspruner_cpu_ratio"]

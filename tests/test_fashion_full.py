@@ -60,7 +60,7 @@ def test_summary_means_stds_ratios_and_pending(ff):
     # knapsack (one seed, validation 92.5) beats ranking (validation mean 91.5): the best variant
     # is picked by mean validation accuracy
     assert s["best_ocspruner_method"] == "ocspruner_knapsack"
-    assert s["best_ocspruner_acc"] == pytest.approx(93.5) and s["best_ocspruner_acc_std"] == 0.0
+    assert s["best_ocspruner_acc"] == pytest.approx(93.5) and s["best_ocspruner_acc_std"] is None
     assert s["best_ocspruner_drop"] == pytest.approx(-0.5)
     assert s["best_ocspruner_cpu_ratio"] == pytest.approx(99.0 / 110.0)
     assert s["random_acc"] == pytest.approx(91.2) and s["random_acc_std"] == pytest.approx(math.sqrt(0.08))
@@ -86,6 +86,16 @@ def test_best_variant_is_picked_on_validation_not_test(ff):
     assert s["best_ocspruner_method"] == "ocspruner"       # higher validation, lower test accuracy
     assert s["best_ocspruner_acc"] == pytest.approx(93.0) and s["best_ocspruner_cpu_ratio"] == pytest.approx(0.8)
     assert s["complete"] is True and s["goals"]["cpu_ratio_at_most_0.8"] is True
+
+
+def test_one_seed_has_no_spread_so_ahead_by_spread_is_undecided(ff):
+    records = [rec("dense", 0, 94.0, 100.0), rec("ocspruner", 0, 93.6, 80.0), rec("random", 0, 93.5, 70.0)]
+    s = ff.study_summary({r["key"]: r for r in records}, ["random-s1"], 54000, 15)
+    assert s["random_acc_std"] is None and s["dense_acc_std"] is None
+    assert s["goals"]["ahead_of_random_by_spread"] is None        # not True on a 0.1-point gap of one seed
+    s = ff.study_summary({r["key"]: r for r in records + [rec("random", 1, 93.3, 70.0)]}, [], 54000, 15)
+    assert s["random_acc_std"] == pytest.approx(math.sqrt(0.02))
+    assert s["goals"]["ahead_of_random_by_spread"] is True        # 93.6 - 93.4 = 0.2 > 0.141
 
 
 def test_summary_of_nothing_is_all_pending(ff):
@@ -174,7 +184,7 @@ def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_p
     assert on_disk["summary"]["best_ocspruner_acc"] == 93.8 and set(on_disk["runs"]) == {"dense-s0", "ocspruner-s0"}
     text = (tmp_path / "fashion_full.md").read_text()
     assert "Status: 2 of 23 runs finished" in text and "| random | pending |" in text
-    assert "| ocspruner | 1 (0) | 93.80 ± 0.00 | +0.20 | 50.0 | 40.0 | 1.50x | 1.60x | 0.75x |" in text
+    assert "| ocspruner | 1 (0) | 93.80 ± - | +0.20 | 50.0 | 40.0 | 1.50x | 1.60x | 0.75x |" in text
     assert "| 2.0 / 0.50x | 1/2 |" in text and "provisional" in text
     edited = text.replace("_To be written by a person", "Written by hand. _To be written by a person")
     (tmp_path / "fashion_full.md").write_text(edited)
