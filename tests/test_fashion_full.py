@@ -183,10 +183,59 @@ def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_p
     on_disk = json.load(open(tmp_path / "fashion_full.json"))      # smoke outputs stay in the work dir
     assert on_disk["summary"]["best_ocspruner_acc"] == 93.8 and set(on_disk["runs"]) == {"dense-s0", "ocspruner-s0"}
     text = (tmp_path / "fashion_full.md").read_text()
-    assert "Status: 2 of 23 runs finished" in text and "| random | pending |" in text
+    assert f"Status: 2 of {len(ff.plan(4))} runs finished" in text and "| random | pending |" in text
     assert "| ocspruner | 1 (0) | 93.80 ± - | +0.20 | 50.0 | 40.0 | 1.50x | 1.60x | 0.75x |" in text
     assert "| 2.0 / 0.50x | 1/2 |" in text and "provisional" in text
     edited = text.replace("_To be written by a person", "Written by hand. _To be written by a person")
     (tmp_path / "fashion_full.md").write_text(edited)
     ff.write_outputs(ff.plan(4), args, 900)
     assert "Written by hand." in (tmp_path / "fashion_full.md").read_text()
+
+
+def test_run_all_counts_runs_of_an_earlier_study_process_and_never_starts_them_again(ff, monkeypatch):
+    """A study process restarted while its predecessor's workers still train: those runs take
+    their slots (never more than --jobs processes), are not started twice, and are reported when
+    they finish; one that died unfinished is started again."""
+    runs = [ff.run_entry(k, "dense", "dense", 0, {}) for k in ("a", "b", "c", "d")]
+    state = {"done": set(), "elsewhere": {"a": 3, "d": 2}, "tick": 0}   # a finishes after 3 polls; d dies after 2
+    started, peak = [], [0]
+
+    class Proc:
+        def __init__(self, key):
+            self.key, self.left = key, 2
+
+        def poll(self):
+            self.left -= 1
+            if self.left > 0:
+                return None
+            state["done"].add(self.key)
+            return 0
+
+    def live(path):
+        key = os.path.basename(path)[:-4]
+        return 1234 if state["elsewhere"].get(key, 0) > state["tick"] else None
+
+    def start(run, args):
+        started.append(run["key"])
+        return Proc(run["key"])
+
+    def sleep(_):
+        state["tick"] += 1
+        if state["tick"] == 3:
+            state["done"].add("a")
+        running = sum(1 for k, n in state["elsewhere"].items() if n > state["tick"]) + \
+            len(started) - len(state["done"] - {"a"})
+        peak[0] = max(peak[0], running)
+
+    monkeypatch.setattr(ff, "is_done", lambda run, work: run["key"] in state["done"])
+    monkeypatch.setattr(ff, "live_pid", live)
+    monkeypatch.setattr(ff, "start_worker", start)
+    monkeypatch.setattr(ff.time, "sleep", sleep)
+    monkeypatch.setattr(ff, "failure_line", lambda run, work: None)
+    finished = []
+    args = ff.parse_args(["--jobs", "2", "--work", "/nonexistent"])
+    ff.run_all(runs, args, lambda run, rc: finished.append((run["key"], rc)))
+    assert "a" not in started                      # still trained by the earlier process: never started
+    assert started == ["b", "c", "d"]              # d died unfinished: started again, after b and c
+    assert sorted(finished) == [("a", 0), ("b", 0), ("c", 0), ("d", 0)]
+    assert peak[0] <= 2
