@@ -58,7 +58,8 @@ METHODS = {
     "ocspruner_knapsack": ("ocspruner", KNAPSACK, 3),
     # exploration (issue 16, "find out why"): the knapsack with no group pruned past half its width.
     # benchmarks/knapsack_cap.py (no training) found the shipped cap (0.75) leaves the 28x28 stem
-    # 4-5 channels wide, and a 0.5 cap keeps 8 at the same training-step price (0.54x). One seed,
+    # 4-6 channels wide, and a 0.5 cap keeps 8 at nearly the same training-step price (0.55x
+    # against 0.53x). One seed,
     # judged on validation; not a candidate for the summary's "best OCSPruner" unless it gets
     # the same seeds as the others
     "ocspruner_knapsack_cap50": ("ocspruner", {**KNAPSACK, "pruning.max_prune_fraction": 0.5}, 1),

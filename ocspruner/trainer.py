@@ -46,7 +46,7 @@ from .clock import cpu_cost
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
-from .resume import RESUME_FREE, RngStreams, config_mismatch
+from .resume import RngStreams, config_mismatch
 from .rundir import RunDir, RunDirError
 
 
@@ -403,9 +403,7 @@ class Trainer:
         if self.dist.is_main:
             self.ckpt.save(epoch, state)
 
-    # -- resume -------------------------------------------------------------------------------
-    RESUME_FREE = RESUME_FREE     # config keys that may differ on resume (``resume.py``)
-
+    # -- resume (the config check and the random streams: ``resume.py``) ----------------------
     def resume(self, checkpoint: Optional[str] = None) -> int:
         """Continue from the newest checkpoint of this run directory (or ``checkpoint``): model,
         optimizer, method state (sub-network history, lambda, stage; a past prune is replayed),
