@@ -216,7 +216,8 @@ def start_worker(run: dict, args) -> subprocess.Popen:
 def live_pid(path: str) -> int | None:
     """The pid written in ``path`` when that process still runs (a stale file reads as None)."""
     try:
-        pid = int(open(path).read().strip())
+        with open(path) as fh:
+            pid = int(fh.read().strip())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):

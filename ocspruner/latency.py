@@ -151,25 +151,35 @@ def time_interleaved(models: dict, x: torch.Tensor, warmup: int = 5, repeats: in
 
 
 def _interleaved(models: dict, x: torch.Tensor, warmup: int, repeats: int, clock: str, mode: str) -> dict:
-    timer = clock_function(clock)
-    names = list(models)
-    device = x.device
     with ExitStack() as stack:
         calls = {}
-        for name in names:
-            stack.enter_context(timing_mode(models[name], mode))
-            calls[name] = step_function(models[name], x, mode)
-            for _ in range(warmup):
-                calls[name]()
-        _sync_device(device)
-        times = {name: [] for name in names}
-        for r in range(repeats):
-            for name in (names if r % 2 == 0 else names[::-1]):
-                _sync_device(device)
-                t0 = timer()
-                calls[name]()
-                _sync_device(device)
-                times[name].append(timer() - t0)
+        for name, model in models.items():
+            stack.enter_context(timing_mode(model, mode))
+            calls[name] = step_function(model, x, mode)
+        return time_calls(calls, warmup, repeats, clock, x.device)
+
+
+def time_calls(calls: dict, warmup: int, repeats: int, clock: str, device: Optional[torch.device] = None) -> dict:
+    """Seconds per call of each zero-argument callable of ``calls`` (name -> callable) by the
+    concrete ``clock``: ``warmup`` untimed calls each, then ``repeats`` rounds that call every one
+    once, in an order reversed every other round, so that drift of a shared machine hits all
+    alike. Returns ``{name: [seconds, ...]}`` in round order (pair them with
+    :func:`paired_speedup`)."""
+    timer = clock_function(clock)
+    device = torch.device("cpu") if device is None else device
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    _sync_device(device)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            _sync_device(device)
+            t0 = timer()
+            calls[name]()
+            _sync_device(device)
+            times[name].append(timer() - t0)
     return times
 
 

@@ -45,6 +45,42 @@ def test_timing_is_interleaved_and_alternates_order():
     assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
 
 
+def test_time_calls_takes_any_callables_interleaved():
+    from ocspruner.latency import time_calls
+
+    log = []
+    calls = {k: (lambda k=k: log.append(k)) for k in "xy"}
+    times = time_calls(calls, warmup=1, repeats=4, clock="wall")
+    assert log == ["x", "y", "x", "y", "y", "x", "x", "y", "y", "x"]
+    assert [len(times[k]) for k in "xy"] == [4, 4]
+
+
+def test_epoch_gap_loop_step_is_a_real_training_step():
+    """benchmarks/epoch_gap.py times the trainer's step: each call takes the next batch (epoch
+    after epoch) and moves the weights by an SGD step."""
+    import sys
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from epoch_gap import forever, loop_step
+    from ocspruner.config import OptimConfig
+
+    assert list(zip(range(5), forever([1, 2]))) == [(0, 1), (1, 2), (2, 1), (3, 2), (4, 1)]
+    model = _tiny().train()
+    seen = []
+
+    class Batches:
+        def __iter__(self):
+            for i in range(2):
+                seen.append(i)
+                yield torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    step = loop_step(model, Batches(), OptimConfig(name="sgd", lr=0.1, momentum=0.9))
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(3):
+        step()
+    assert seen == [0, 1, 0]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.dim() > 1)
+
+
 def _tiny():
     torch.manual_seed(0)
     return create_model("tiny_convnet", num_classes=4).eval()
