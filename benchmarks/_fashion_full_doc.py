@@ -185,7 +185,8 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
         "## Table", "", *table_lines(s, labels), "",
         "Methods: `ocspruner` is the paper's partition (`pruning.partition=ranking`), `ocspruner_knapsack` the "
         "cost-aware one at the same FLOPs budget, channels priced by the measured training step (`pruning.price="
-        "train_latency`); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
+        "train_latency`), and `ocspruner_knapsack_cap50` that knapsack with no group pruned past half its width "
+        "(`pruning.max_prune_fraction=0.5`, the shipped cap is 0.75); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
         "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time. Where it "
         "comes from: the epochs that trained the full-size network (before the prune; GReg's and "
         "prune_finetune's dense cycle included) and the CPU time of a pruned epoch over a dense run's "
