@@ -333,6 +333,25 @@ def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
     return full, pruned
 
 
+def own_clock_ratio(split: tuple[list[float], list[float]], epochs: int) -> float | None:
+    """A run's CPU over a dense cycle of ``epochs`` epochs, with the run's own full-size epochs as
+    the clock: (its epochs' CPU) / (epochs x its mean full-size epoch). The same dense-size epoch
+    costs more or less CPU with what runs beside it (caches are shared; 289-356 s in this study),
+    so a ratio to another run's total mixes two machine states; this one mixes none where the
+    run's own conditions held. None for a run without a full-size epoch (prune-at-init)."""
+    full, pruned = split
+    if not full:
+        return None
+    return (sum(full) + sum(pruned)) / (epochs * statistics.fmean(full))
+
+
+def epoch_cpu_range(records) -> list[float] | None:
+    """Lowest and highest CPU seconds of a full-size epoch over ``records``' runs (smoke runs on
+    other data or with other epochs are what they are: the range is of the runs given)."""
+    full = [c for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None for c in sp[0]]
+    return [min(full), max(full)] if full else None
+
+
 def mean_std(values) -> tuple:
     """Mean and sample std of the values given; the std is None below two values (one run has
     no spread: shown as "-", never as 0)."""
@@ -342,9 +361,10 @@ def mean_std(values) -> tuple:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def label_stats(records: list[dict], dense: dict | None) -> dict:
+def label_stats(records: list[dict], dense: dict | None, epochs: int | None = None) -> dict:
     """Mean ± std over one label's finished runs, with drop and CPU ratio against ``dense``'s
-    stats (the ratio is mean CPU time / mean dense CPU time)."""
+    stats (the ratio is mean CPU time / mean dense CPU time); with ``epochs`` (the dense cycle's)
+    also the mean :func:`own_clock_ratio`."""
     acc, acc_std = mean_std([r["final_test_acc"] for r in records])
     val_acc, _ = mean_std([r.get("final_val_acc") for r in records])
     cpu, _ = mean_std([r.get("cpu_time") for r in records])
@@ -358,6 +378,7 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
     full_epochs, _ = mean_std([len(full) for full, _ in splits])
     pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
     dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
+    own_clock, _ = mean_std([own_clock_ratio(sp, epochs) for sp in splits] if epochs else [])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,
@@ -369,6 +390,7 @@ def label_stats(records: list[dict], dense: dict | None) -> dict:
         "flops_pct": None if flops is None else 100 * flops, "params_pct": None if params is None else 100 * params,
         "cpu_time": cpu, "wall_time": wall,
         "cpu_ratio": None if dense is None or not dense["cpu_time"] or cpu is None else cpu / dense["cpu_time"],
+        "cpu_ratio_own_clock": own_clock,
         "inference_speedup": speed, "inference_speedup_std": speed_std, "train_speedup": train_speed,
         "clock": next(((r.get("bench") or {}).get("clock") for r in records if r.get("bench")), None),
         "t_sl_start": [r.get("t_sl_start") for r in records], "t_star": [r.get("t_star") for r in records],
@@ -381,8 +403,8 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
     by_label: dict = {}
     for rec in records.values():
         by_label.setdefault(rec["label"], []).append(rec)
-    dense = label_stats(by_label["dense"], None) if by_label.get("dense") else None
-    methods = {label: label_stats(by_label[label], dense) for label in METHODS if by_label.get(label)}
+    dense = label_stats(by_label["dense"], None, epochs) if by_label.get("dense") else None
+    methods = {label: label_stats(by_label[label], dense, epochs) for label in METHODS if by_label.get(label)}
     if dense is not None:
         methods["dense"]["cpu_ratio"] = 1.0
     ocs = [label for label in OCS_LABELS if label in methods]
@@ -396,10 +418,13 @@ def study_summary(records: dict, pending: list[str], n_train: int | None, epochs
         "best_ocspruner_acc": get(best, "acc"), "best_ocspruner_acc_std": get(best, "acc_std"),
         "best_ocspruner_drop": get(best, "drop"), "best_ocspruner_drop_std": get(best, "acc_std"),
         "best_ocspruner_cpu_ratio": get(best, "cpu_ratio"),
+        "best_ocspruner_cpu_ratio_own_clock": get(best, "cpu_ratio_own_clock"),
         "best_ocspruner_inference_speedup": get(best, "inference_speedup"),
         "random_acc": get("random", "acc"), "random_acc_std": get("random", "acc_std"),
         "pai_acc": get("snip", "acc"), "pai_acc_std": get("snip", "acc_std"), "pai_method": "snip",
         "ato_acc": get("ato", "acc"), "ato_acc_std": get("ato", "acc_std"),
+        # the same work, measured in different machine states: every full-size epoch of every run
+        "full_size_epoch_cpu_range": epoch_cpu_range(records.values()),
         "finished_seeds": {label: m["seeds"] for label, m in methods.items()},
         "methods": methods, "pending": list(pending), "complete": not pending,
     }

@@ -144,8 +144,17 @@ def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff, doc):
     assert s["methods"]["dense"]["pruned_epoch_cost"] is None
     m = s["methods"]["ocspruner"]
     assert m["full_size_epochs"] == 2 and m["pruned_epoch_cost"] == pytest.approx(0.6)
+    # own clock: (100 + 110 + 60 + 60) / (4 epochs x its mean full-size epoch 105) = 330 / 420
+    assert m["cpu_ratio_own_clock"] == pytest.approx(330.0 / 420.0)
+    assert s["methods"]["dense"]["cpu_ratio_own_clock"] == pytest.approx(1.0)
+    assert s["best_ocspruner_cpu_ratio_own_clock"] == pytest.approx(330.0 / 420.0)
     row = next(line for line in doc.table_lines(s, list(ff.METHODS)) if line.startswith("| ocspruner |"))
-    assert "| 2.0 / 0.60x |" in row
+    assert "| 2.0 / 0.60x |" in row and "| 0.79x |" in row
+    assert s["full_size_epoch_cpu_range"] == [100.0, 110.0]
+    assert ff.epoch_cpu_range([]) is None
+    # a run that never trains at full size has no own clock
+    assert ff.own_clock_ratio(([], [60.0, 60.0]), 4) is None
+    assert ff.own_clock_ratio(([100.0, 100.0], [50.0, 50.0, 50.0]), 4) == pytest.approx(350.0 / 400.0)
 
 
 def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_part(ff, tmp_path):
