@@ -22,9 +22,8 @@ side, one thread, thread CPU clock, interleaved rounds, median of per-round rati
   the first batches of an epoch, then the epoch's BN recalibration and validation, run by run,
   round by round: everything a study epoch times but the per-epoch method work.
 
-The timings need a quiet machine: ``--pause`` stops the given processes (SIGSTOP; the study's
-workers) while it measures and continues them after (SIGCONT, also on error). A stopped process
-accrues no CPU time, so the study's CPU accounting is unaffected. Writes
+The timings need a quiet machine: ``--pause`` stops the given processes (the study's workers)
+while it measures (benchmarks/_pause.py). Writes
 ``benchmarks/results/epoch_gap.json`` with a top-level ``summary``.
 """
 from __future__ import annotations
@@ -34,7 +33,6 @@ import json
 import os
 import itertools
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ for _p in (ROOT, HERE):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from _pause import add_pause_argument, paused  # noqa: E402
 from ocspruner.checkpoint import atomic_write_text  # noqa: E402
 
 WORK = os.path.join(ROOT, "benchmarks", "work", "fashion_full", "runs")
@@ -249,21 +248,15 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--trainer-rounds", type=int, default=3)
-    ap.add_argument("--pause", type=int, nargs="*", default=[], metavar="PID",
-                    help="processes to stop (SIGSTOP) while timing and continue after: the study's workers")
+    add_pause_argument(ap)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--co-runner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.co_runner:
         return co_runner(args.work)
     load_models(args.work)    # refuse before pausing anything
-    for pid in args.pause:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with paused(args.pause):
         results = measure(args.work, args.warmup, args.repeats, args.trainer_rounds)
-    finally:
-        for pid in args.pause:
-            os.kill(pid, signal.SIGCONT)
     study = {name: study_epoch_ratio(args.work, key) for name, key in RUNS.items() if name != "dense"}
     summary = {"clock": "thread_cpu", "threads": 1, "repeats": args.repeats,
                "study_pruned_epoch_ratio": study,

@@ -57,9 +57,9 @@ METHODS = {
     # the most training time per saliency lost (issue 12, docs/benchmarks.md)
     "ocspruner_knapsack": ("ocspruner", KNAPSACK, 3),
     # issue 16, "find out why": the knapsack with no group pruned past half its width.
-    # benchmarks/knapsack_cap.py (no training) found the shipped cap (0.75) leaves the 28x28 stem
-    # 4-6 channels wide, and a 0.5 cap keeps 8 at nearly the same training-step price (0.55x
-    # against 0.53x). Explored on seed 0 first and judged on validation: it beat both variants
+    # benchmarks/knapsack_cap.py (no training) found the shipped cap (0.75) leaves the 32x32 stem
+    # 4-6 channels wide, and a 0.5 cap keeps 8 at nearly the same training-step price (0.54x
+    # against 0.52x). Explored on seed 0 first and judged on validation: it beat both variants
     # (93.90 against 93.83 and 93.65), so it has their seeds and is a candidate for the summary's
     # "best OCSPruner" (picked on validation, never on test)
     "ocspruner_knapsack_cap50": ("ocspruner", {**KNAPSACK, "pruning.max_prune_fraction": 0.5}, 3),

@@ -248,3 +248,30 @@ def test_run_all_counts_runs_of_an_earlier_study_process_and_never_starts_them_a
     assert started == ["b", "c", "d"]              # d died unfinished: started again, after b and c
     assert sorted(finished) == [("a", 0), ("b", 0), ("c", 0), ("d", 0)]
     assert peak[0] <= 2
+
+
+def test_paused_stops_processes_while_timing_and_continues_them_after(ff):
+    """benchmarks/_pause.py: the study's workers are stopped (state T) inside, running after,
+    also when the timing fails; a pid that is gone meanwhile does not hide the error."""
+    import subprocess
+    import time
+
+    from _pause import paused
+
+    def state(pid):
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+
+    worker = subprocess.Popen(["sleep", "30"])
+    try:
+        with paused([worker.pid]):
+            time.sleep(0.1)
+            assert state(worker.pid) == "T"
+        assert state(worker.pid) in ("R", "S")
+        with pytest.raises(RuntimeError, match="timing failed"):
+            with paused([worker.pid]):
+                raise RuntimeError("timing failed")
+        assert state(worker.pid) in ("R", "S")
+    finally:
+        worker.kill()
+        worker.wait()
