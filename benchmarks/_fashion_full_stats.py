@@ -1,0 +1,135 @@
+"""The statistics of benchmarks/fashion_full.py (issue 16), pure functions of run records (what
+fashion_full.json holds per run): the per-epoch cost split, the two CPU ratios, mean ± std per
+method, the top-level summary and the issue's goals. Nothing here reads a run directory."""
+from __future__ import annotations
+
+import statistics
+
+
+def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
+    """The CPU seconds of each epoch (differences of the cumulative ``cpu_elapsed``), split into
+    the epochs that trained the full-size network and those that trained the pruned one (stage
+    "pruned"); None when an epoch's CPU time is missing. Where a run's cost ratio comes from:
+    (full-size epochs + pruned epochs x their cost) / dense epochs."""
+    cum = [r.get("cpu_elapsed") for r in metrics]
+    if not cum or any(c is None for c in cum):
+        return None
+    per_epoch = [b - a for a, b in zip([0.0] + cum[:-1], cum)]
+    full = [c for c, r in zip(per_epoch, metrics) if r.get("stage") != "pruned"]
+    pruned = [c for c, r in zip(per_epoch, metrics) if r.get("stage") == "pruned"]
+    return full, pruned
+
+
+def own_clock_ratio(split: tuple[list[float], list[float]], epochs: int) -> float | None:
+    """A run's CPU over a dense cycle of ``epochs`` epochs, with the run's own full-size epochs as
+    the clock: (its epochs' CPU) / (epochs x its mean full-size epoch). The same dense-size epoch
+    costs more or less CPU with what runs beside it (caches are shared; 289-356 s in this study),
+    so a ratio to another run's total mixes two machine states; this one mixes none where the
+    run's own conditions held. None for a run without a full-size epoch (prune-at-init)."""
+    full, pruned = split
+    if not full:
+        return None
+    return (sum(full) + sum(pruned)) / (epochs * statistics.fmean(full))
+
+
+def epoch_cpu_range(records) -> list[float] | None:
+    """Lowest and highest CPU seconds of a full-size epoch over ``records``' runs (smoke runs on
+    other data or with other epochs are what they are: the range is of the runs given)."""
+    full = [c for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None for c in sp[0]]
+    return [min(full), max(full)] if full else None
+
+
+def mean_std(values) -> tuple:
+    """Mean and sample std of the values given; the std is None below two values (one run has
+    no spread: shown as "-", never as 0)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def label_stats(records: list[dict], dense: dict | None, epochs: int | None = None) -> dict:
+    """Mean ± std over one label's finished runs, with drop and CPU ratio against ``dense``'s
+    stats (the ratio is mean CPU time / mean dense CPU time); with ``epochs`` (the dense cycle's)
+    also the mean :func:`own_clock_ratio`."""
+    acc, acc_std = mean_std([r["final_test_acc"] for r in records])
+    val_acc, _ = mean_std([r.get("final_val_acc") for r in records])
+    cpu, _ = mean_std([r.get("cpu_time") for r in records])
+    wall, _ = mean_std([r.get("wall_time") for r in records])
+    speed, speed_std = mean_std([(r.get("bench") or {}).get("speedup") for r in records])
+    train_speed, _ = mean_std([(r.get("bench") or {}).get("train_speedup") for r in records])
+    flops, _ = mean_std([r.get("flops_ratio") for r in records])
+    params, _ = mean_std([r.get("params_ratio") for r in records])
+    # the cost split: epochs at full size per run, and a pruned epoch's CPU over a dense epoch's
+    splits = [sp for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
+    full_epochs, _ = mean_std([len(full) for full, _ in splits])
+    pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
+    dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
+    own_clock, _ = mean_std([own_clock_ratio(sp, epochs) for sp in splits] if epochs else [])
+    return {
+        "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
+        "val_acc": val_acc,
+        "full_size_epochs": full_epochs,
+        "epoch_cpu": None if not splits else statistics.fmean(c for full, pruned in splits for c in full + pruned),
+        "pruned_epoch_cost": None if pruned_epoch_cpu is None or not dense_epoch_cpu
+        else pruned_epoch_cpu / dense_epoch_cpu,
+        "drop": None if dense is None or dense["acc"] is None or acc is None else dense["acc"] - acc,
+        "flops_pct": None if flops is None else 100 * flops, "params_pct": None if params is None else 100 * params,
+        "cpu_time": cpu, "wall_time": wall,
+        "cpu_ratio": None if dense is None or not dense["cpu_time"] or cpu is None else cpu / dense["cpu_time"],
+        "cpu_ratio_own_clock": own_clock,
+        "inference_speedup": speed, "inference_speedup_std": speed_std, "train_speedup": train_speed,
+        "clock": next(((r.get("bench") or {}).get("clock") for r in records if r.get("bench")), None),
+        "t_sl_start": [r.get("t_sl_start") for r in records], "t_star": [r.get("t_star") for r in records],
+    }
+
+
+def goals(s: dict) -> dict:
+    """Issue 16's bar: within 0.3 points of dense, <= 0.8x its CPU time, ahead of random and
+    prune-at-init by more than their spread (None: not decidable yet; a spread needs two seeds)."""
+    def ahead(other):
+        acc, std = s[f"{other}_acc"], s[f"{other}_acc_std"]
+        if s["best_ocspruner_acc"] is None or acc is None or std is None:
+            return None
+        return s["best_ocspruner_acc"] - acc > std
+    drop, ratio = s["best_ocspruner_drop"], s["best_ocspruner_cpu_ratio"]
+    return {"drop_within_0.3": None if drop is None else drop <= 0.3,
+            "cpu_ratio_at_most_0.8": None if ratio is None else ratio <= 0.8,
+            "ahead_of_random_by_spread": ahead("random"), "ahead_of_pai_by_spread": ahead("pai")}
+
+
+def summarize(records: dict, pending: list[str], n_train: int | None, epochs: int, labels: list[str],
+              ocs_labels: tuple, dense_seeds: int) -> dict:
+    """The top-level summary of the finished ``records`` (key -> record): one entry per label of
+    ``labels`` with a finished run, in that order; the best of ``ocs_labels``; None where no run
+    of a method finished yet (its runs are in ``pending``)."""
+    by_label: dict = {}
+    for rec in records.values():
+        by_label.setdefault(rec["label"], []).append(rec)
+    dense = label_stats(by_label["dense"], None, epochs) if by_label.get("dense") else None
+    methods = {label: label_stats(by_label[label], dense, epochs) for label in labels if by_label.get(label)}
+    if dense is not None:
+        methods["dense"]["cpu_ratio"] = 1.0
+    ocs = [label for label in ocs_labels if label in methods]
+    # the better OCSPruner variant is picked on the validation split, never on the test set
+    best = max(ocs, key=lambda label: methods[label]["val_acc"] or 0.0) if ocs else None
+    get = (lambda label, k: methods[label][k] if label in methods else None)
+    summary = {
+        "n_train": n_train, "epochs": epochs, "seeds": list(range(dense_seeds)),
+        "dense_acc": get("dense", "acc"), "dense_acc_std": get("dense", "acc_std"),
+        "best_ocspruner_method": best,
+        "best_ocspruner_acc": get(best, "acc"), "best_ocspruner_acc_std": get(best, "acc_std"),
+        "best_ocspruner_drop": get(best, "drop"), "best_ocspruner_drop_std": get(best, "acc_std"),
+        "best_ocspruner_cpu_ratio": get(best, "cpu_ratio"),
+        "best_ocspruner_cpu_ratio_own_clock": get(best, "cpu_ratio_own_clock"),
+        "best_ocspruner_inference_speedup": get(best, "inference_speedup"),
+        "random_acc": get("random", "acc"), "random_acc_std": get("random", "acc_std"),
+        "pai_acc": get("snip", "acc"), "pai_acc_std": get("snip", "acc_std"), "pai_method": "snip",
+        "ato_acc": get("ato", "acc"), "ato_acc_std": get("ato", "acc_std"),
+        # the same work, measured in different machine states: every full-size epoch of every run
+        "full_size_epoch_cpu_range": epoch_cpu_range(records.values()),
+        "finished_seeds": {label: m["seeds"] for label, m in methods.items()},
+        "methods": methods, "pending": list(pending), "complete": not pending,
+    }
+    summary["goals"] = goals(summary)
+    return summary
