@@ -195,15 +195,25 @@ def test_greg_growing_penalty_and_gradient_by_hand():
     m, model = _setup("greg", epochs=10, method_options={"reg_epochs": 3, "update_every": 5})
     assert m.total_epochs() == 10 + 3 + 5 and m.pick_epoch == 11 and m.prune_epoch == 13   # pick 3 // 3 = 1 epoch
     m.steps_first_epoch = 50
-    assert m.delta() == pytest.approx(1.0 / 8)                           # ceiling / floor(0.8 * 1 * 50 / 5)
+    # the pick's ceiling from its length: growing for 40 of its 50 iterations, held 10, at lr 1e-3
+    # with momentum 0.9, the penalty alone must shrink a filter exp(0.25)-fold (the authors' pick):
+    # 1e-3 / 0.1 * top * (40 / 2 + 10) = 0.25, top = 25 / 30
+    assert m.ceiling() == pytest.approx(25.0 / 30.0)
+    assert m.delta() == pytest.approx(25.0 / 30.0 / 8)                  # ceiling / floor(0.8 * 1 * 50 / 5)
+    fixed, _ = _setup("greg", epochs=10, method_options={"reg_epochs": 3, "update_every": 5, "ceiling": 1.0})
+    fixed.steps_first_epoch = 50
+    assert fixed.ceiling() == 1.0 and fixed.delta() == pytest.approx(1.0 / 8)   # an explicit ceiling is kept
+    with pytest.raises(ValueError, match="pick_shrink > 1"):
+        _setup("greg", method_options={"pick_shrink": 1.0})
     assert m.learning_rate(3.0) > m.learning_rate(9.9)
     # the regularisation phase at lr/100: the authors' fixed 1e-3 after their 0.1 recipe
     assert m.cfg.optim.lr == 0.1 and m.learning_rate(10.5) == pytest.approx(0.001)
     assert m.learning_rate(13.0) == pytest.approx(0.01)                  # fine-tuning starts at lr/10
-    # the push: 100 iterations, growing for 60 of them from the pick's ceiling (1.0) to the top
+    # the push: 100 iterations, growing for 60 of them from the pick's ceiling to the top
     growth, hold, top = m.push_schedule()
-    assert (growth, hold) == (60, 40) and top == pytest.approx(push_ceiling(1000, 0.001, 0.9, 1.0, 60, 40))
-    assert m.push_penalty(0) == 1.0 and m.push_penalty(34) == pytest.approx(1.0 + (top - 1.0) * 30 / 60)
+    c = m.ceiling()
+    assert (growth, hold) == (60, 40) and top == pytest.approx(push_ceiling(1000, 0.001, 0.9, c, 60, 40))
+    assert m.push_penalty(0) == pytest.approx(c) and m.push_penalty(34) == pytest.approx(c + (top - c) * 30 / 60)
     assert m.push_penalty(60) == m.push_penalty(99) == pytest.approx(top)
     m.epoch, m.lam = 10, 0.5     # the pick: every filter of a prunable layer, lambda W
     for p in model.parameters():
