@@ -6,6 +6,11 @@ from __future__ import annotations
 import statistics
 
 
+# full-size epochs that also do a method's own extra work (ATO's controller steps): they count in
+# a run's cost but are not a clock for what a full-size training epoch costs
+EXTRA_WORK_STAGES = ("controller",)
+
+
 def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
     """The CPU seconds of each epoch (differences of the cumulative ``cpu_elapsed``), split into
     the epochs that trained the full-size network and those that trained the pruned one (stage
@@ -20,22 +25,35 @@ def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
     return full, pruned
 
 
-def own_clock_ratio(split: tuple[list[float], list[float]], epochs: int) -> float | None:
-    """A run's CPU over a dense cycle of ``epochs`` epochs, with the run's own full-size epochs as
-    the clock: (its epochs' CPU) / (epochs x its mean full-size epoch). The same dense-size epoch
-    costs more or less CPU with what runs beside it (caches are shared; 289-356 s in this study),
-    so a ratio to another run's total mixes two machine states; this one mixes none where the
-    run's own conditions held. None for a run without a full-size epoch (prune-at-init)."""
-    full, pruned = split
-    if not full:
+def clock_epochs(metrics: list[dict]) -> list[float]:
+    """CPU seconds of the epochs that trained the full-size network and nothing else: the run's
+    own measure of a dense epoch (ATO's controller epochs cost about twice as much)."""
+    split = epoch_costs(metrics)
+    if split is None:
+        return []
+    full = iter(split[0])
+    return [c for r, c in ((r, next(full)) for r in metrics if r.get("stage") != "pruned")
+            if r.get("stage") not in EXTRA_WORK_STAGES]
+
+
+def own_clock_ratio(metrics: list[dict], epochs: int) -> float | None:
+    """A run's CPU over a dense cycle of ``epochs`` epochs, with the run's own plain full-size
+    epochs (:func:`clock_epochs`) as the clock: (its epochs' CPU) / (epochs x their mean). The
+    same full-size epoch costs more or less CPU with what runs beside it (caches are shared;
+    288-356 s in this study), so a ratio to another run's total mixes two machine states; this
+    one mixes none where the run's own conditions held. None for a run without such an epoch
+    (prune-at-init)."""
+    split, clock = epoch_costs(metrics), clock_epochs(metrics)
+    if split is None or not clock:
         return None
-    return (sum(full) + sum(pruned)) / (epochs * statistics.fmean(full))
+    return (sum(split[0]) + sum(split[1])) / (epochs * statistics.fmean(clock))
 
 
 def epoch_cpu_range(records) -> list[float] | None:
-    """Lowest and highest CPU seconds of a full-size epoch over ``records``' runs (smoke runs on
+    """Lowest and highest CPU seconds of a plain full-size epoch (:func:`clock_epochs`) over
+    ``records``' runs (smoke runs on
     other data or with other epochs are what they are: the range is of the runs given)."""
-    full = [c for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None for c in sp[0]]
+    full = [c for r in records for c in clock_epochs(r.get("metrics") or [])]
     return [min(full), max(full)] if full else None
 
 
@@ -65,7 +83,7 @@ def label_stats(records: list[dict], dense: dict | None, epochs: int | None = No
     full_epochs, _ = mean_std([len(full) for full, _ in splits])
     pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
     dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
-    own_clock, _ = mean_std([own_clock_ratio(sp, epochs) for sp in splits] if epochs else [])
+    own_clock, _ = mean_std([own_clock_ratio(r.get("metrics") or [], epochs) for r in records] if epochs else [])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,

@@ -153,8 +153,13 @@ def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff, doc):
     assert s["full_size_epoch_cpu_range"] == [100.0, 110.0]
     assert ff.epoch_cpu_range([]) is None
     # a run that never trains at full size has no own clock
-    assert ff.own_clock_ratio(([], [60.0, 60.0]), 4) is None
-    assert ff.own_clock_ratio(([100.0, 100.0], [50.0, 50.0, 50.0]), 4) == pytest.approx(350.0 / 400.0)
+    assert ff.own_clock_ratio(series(["pruned"] * 2, [60.0, 60.0]), 4) is None
+    assert ff.own_clock_ratio(series(["search"] * 2 + ["pruned"] * 3, [100.0, 100.0, 50.0, 50.0, 50.0]), 4) == \
+        pytest.approx(350.0 / 400.0)
+    # ATO's controller epochs cost but are no clock: (100 + 200 + 200 + 100) / (4 x 100)
+    ato = series(["search", "controller", "controller", "frozen"], [100.0, 200.0, 200.0, 100.0])
+    assert ff.clock_epochs(ato) == [100.0, 100.0]
+    assert ff.own_clock_ratio(ato, 4) == pytest.approx(1.5)
 
 
 def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_part(ff, tmp_path):
