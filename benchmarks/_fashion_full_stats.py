@@ -11,15 +11,22 @@ import statistics
 EXTRA_WORK_STAGES = ("controller",)
 
 
-def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
-    """The CPU seconds of each epoch (differences of the cumulative ``cpu_elapsed``), split into
-    the epochs that trained the full-size network and those that trained the pruned one (stage
-    "pruned"); None when an epoch's CPU time is missing. Where a run's cost ratio comes from:
-    (full-size epochs + pruned epochs x their cost) / dense epochs."""
+def epoch_cpu(metrics: list[dict]) -> list[float] | None:
+    """The CPU seconds of each epoch: differences of the cumulative ``cpu_elapsed``; None when an
+    epoch's CPU time is missing."""
     cum = [r.get("cpu_elapsed") for r in metrics]
     if not cum or any(c is None for c in cum):
         return None
-    per_epoch = [b - a for a, b in zip([0.0] + cum[:-1], cum)]
+    return [b - a for a, b in zip([0.0] + cum[:-1], cum)]
+
+
+def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
+    """:func:`epoch_cpu` split into the epochs that trained the full-size network and those that
+    trained the pruned one (stage "pruned"); None when an epoch's CPU time is missing. Where a
+    run's cost ratio comes from: (full-size epochs + pruned epochs x their cost) / dense epochs."""
+    per_epoch = epoch_cpu(metrics)
+    if per_epoch is None:
+        return None
     full = [c for c, r in zip(per_epoch, metrics) if r.get("stage") != "pruned"]
     pruned = [c for c, r in zip(per_epoch, metrics) if r.get("stage") == "pruned"]
     return full, pruned
@@ -28,31 +35,27 @@ def epoch_costs(metrics: list[dict]) -> tuple[list[float], list[float]] | None:
 def clock_epochs(metrics: list[dict]) -> list[float]:
     """CPU seconds of the epochs that trained the full-size network and nothing else: the run's
     own measure of a dense epoch (ATO's controller epochs cost about twice as much)."""
-    split = epoch_costs(metrics)
-    if split is None:
-        return []
-    full = iter(split[0])
-    return [c for r, c in ((r, next(full)) for r in metrics if r.get("stage") != "pruned")
-            if r.get("stage") not in EXTRA_WORK_STAGES]
+    return [c for c, r in zip(epoch_cpu(metrics) or [], metrics)
+            if r.get("stage") not in ("pruned", *EXTRA_WORK_STAGES)]
 
 
 def own_clock_ratio(metrics: list[dict], epochs: int) -> float | None:
     """A run's CPU over a dense cycle of ``epochs`` epochs, with the run's own plain full-size
     epochs (:func:`clock_epochs`) as the clock: (its epochs' CPU) / (epochs x their mean). The
-    same full-size epoch costs more or less CPU with what runs beside it (caches are shared;
-    288-356 s in this study), so a ratio to another run's total mixes two machine states; this
-    one mixes none where the run's own conditions held. None for a run without such an epoch
-    (prune-at-init)."""
-    split, clock = epoch_costs(metrics), clock_epochs(metrics)
-    if split is None or not clock:
+    same full-size epoch costs more or less CPU with what runs beside it (caches are shared; the
+    summary's ``full_size_epoch_cpu_range``), so a ratio to another run's total mixes two machine
+    states; this one mixes none where the run's own conditions held. None for a run without such
+    an epoch (prune-at-init)."""
+    clock = clock_epochs(metrics)
+    if not clock:
         return None
-    return (sum(split[0]) + sum(split[1])) / (epochs * statistics.fmean(clock))
+    return sum(epoch_cpu(metrics)) / (epochs * statistics.fmean(clock))
 
 
 def epoch_cpu_range(records) -> list[float] | None:
     """Lowest and highest CPU seconds of a plain full-size epoch (:func:`clock_epochs`) over
-    ``records``' runs (smoke runs on
-    other data or with other epochs are what they are: the range is of the runs given)."""
+    ``records``' runs (smoke runs on other data or with other epochs are what they are: the range
+    is of the runs given)."""
     full = [c for r in records for c in clock_epochs(r.get("metrics") or [])]
     return [min(full), max(full)] if full else None
 

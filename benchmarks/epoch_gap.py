@@ -117,19 +117,10 @@ def co_runner(work: str) -> None:
 
 
 def time_setting(models: dict, kind: str, loader, optim_cfg, warmup: int, repeats: int) -> dict:
-    from ocspruner.latency import step_function, time_calls, timing_mode
+    from ocspruner.latency import time_calls, time_interleaved
 
-    batch = next(iter(loader))[0]
-    if kind == "bench":
-        contexts = [timing_mode(m, "train") for m in models.values()]
-        for c in contexts:
-            c.__enter__()
-        try:
-            calls = {name: step_function(m, batch, "train") for name, m in models.items()}
-            return time_calls(calls, warmup, repeats, "thread_cpu")
-        finally:
-            for c in contexts:
-                c.__exit__(None, None, None)
+    if kind == "bench":      # the latency bench's training step, on one real batch
+        return time_interleaved(models, next(iter(loader))[0], warmup, repeats, "thread_cpu", "train")
     calls = {name: loop_step(m, loader, optim_cfg) for name, m in models.items()}
     return time_calls(calls, warmup, repeats, "thread_cpu")
 
@@ -168,21 +159,22 @@ def time_trainers(work: str, rounds: int, batches: int = TRAINER_BATCHES) -> dic
             tr.train_loader = FirstBatches(tr.train_loader, batches)
             trainers[name] = tr
         torch.set_num_threads(1)
-        names = list(trainers)
-        times = {name: {"train_step": [], "validation": []} for name in names}
-        for r in range(rounds + 1):
-            for name in (names if r % 2 == 0 else names[::-1]):
-                tr = trainers[name]
+        samples = {name: {"train_step": [], "validation": []} for name in trainers}
+
+        def epoch_of(name, tr):
+            def call():
                 t0 = time.thread_time()
                 tr.train_epoch(tr.total_epochs - 1)
                 t1 = time.thread_time()
                 tr.recalibrate_bn()
                 tr.evaluate(tr.val_loader)
                 t2 = time.thread_time()
-                if r:
-                    times[name]["train_step"].append((t1 - t0) / batches)
-                    times[name]["validation"].append(t2 - t1)
-        return times
+                samples[name]["train_step"].append((t1 - t0) / batches)
+                samples[name]["validation"].append(t2 - t1)
+            return call
+        # the runs interleaved round by round; the warm-up call of each is not kept
+        time_calls({name: epoch_of(name, tr) for name, tr in trainers.items()}, 1, rounds, "thread_cpu")
+        return {name: {part: ts[1:] for part, ts in parts.items()} for name, parts in samples.items()}
     finally:
         for tr in trainers.values():
             tr.rundir.unlock()
