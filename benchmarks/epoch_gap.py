@@ -144,6 +144,7 @@ def time_trainers(work: str, rounds: int, batches: int = TRAINER_BATCHES) -> dic
     batches and the epoch's BN recalibration + validation, the runs interleaved round by round
     (the first round untimed). Returns per-step seconds of training and seconds of validation."""
     from ocspruner.config import load_config
+    from ocspruner.latency import time_calls
     from ocspruner.trainer import Trainer
 
     trainers, tmp = {}, tempfile.mkdtemp(prefix="epoch_gap-")

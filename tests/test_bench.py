@@ -79,6 +79,14 @@ def test_epoch_gap_loop_step_is_a_real_training_step():
         step()
     assert seen == [0, 1, 0]
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.dim() > 1)
+    # the bench setting times the latency bench's training step on the loader's first batch,
+    # leaving the models as they were (weights and BatchNorm statistics)
+    from epoch_gap import time_setting
+    models = {"a": _tiny().train(), "b": _tiny().train()}
+    state = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in models.items()}
+    times = time_setting(models, "bench", list(Batches()), None, warmup=1, repeats=2)
+    assert [len(times[k]) for k in "ab"] == [2, 2]
+    assert all(torch.equal(state[k][n], t) for k, m in models.items() for n, t in m.state_dict().items())
 
 
 def _tiny():
