@@ -14,6 +14,12 @@ def _f(v, spec: str, suffix: str = "") -> str:
     return "-" if v is None else format(v, spec) + suffix
 
 
+def _seeds(seeds) -> str:
+    if not seeds:
+        return "-"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(x) for x in seeds)
+
+
 def _range(pair) -> str:
     return "-" if not pair else f"{pair[0]:.0f} and {pair[1]:.0f}"
 
@@ -203,7 +209,8 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
         "prune_finetune's dense cycle included) and the CPU time of a pruned epoch over a dense run's "
         "epoch (per-epoch CPU from metrics.jsonl).", "",
         f"Summary: dense {_f(s['dense_acc'], '.2f')} ± {_f(s['dense_acc_std'], '.2f')}; best OCSPruner by validation accuracy "
-        f"({s['best_ocspruner_method'] or '-'}) {_f(s['best_ocspruner_acc'], '.2f')} ± "
+        f"on the seeds every variant finished ({_seeds(s.get('best_ocspruner_picked_on_seeds'))}: "
+        f"{s['best_ocspruner_method'] or '-'}) {_f(s['best_ocspruner_acc'], '.2f')} ± "
         f"{_f(s['best_ocspruner_acc_std'], '.2f')}, drop {_f(s['best_ocspruner_drop'], '+.2f')} points at "
         f"{_f(s['best_ocspruner_cpu_ratio'], '.2f')}x dense's CPU time "
         f"(own clock {_f(s.get('best_ocspruner_cpu_ratio_own_clock'), '.2f')}x); random {_f(s['random_acc'], '.2f')} ± "

@@ -119,6 +119,20 @@ def goals(s: dict) -> dict:
             "ahead_of_random_by_spread": ahead("random"), "ahead_of_pai_by_spread": ahead("pai")}
 
 
+def pick_on_validation(runs: dict) -> tuple[list[int], dict]:
+    """The seeds the OCSPruner variants are compared on and each variant's mean final validation
+    accuracy over them: the seeds every variant of ``runs`` (label -> its finished run records)
+    has finished, so that a variant's lucky (or unlucky) extra seed cannot decide the pick; all
+    of a variant's seeds where they share none. The best variant is picked on the validation
+    split, never on the test set (ties: the first label)."""
+    seeds = [{r["seed"] for r in recs} for recs in runs.values()]
+    common = sorted(set.intersection(*seeds)) if seeds else []
+    vals = {label: statistics.fmean([r.get("final_val_acc") or 0.0 for r in recs
+                                     if not common or r["seed"] in common])
+            for label, recs in runs.items()}
+    return common, vals
+
+
 def summarize(records: dict, pending: list[str], n_train: int | None, epochs: int, labels: list[str],
               ocs_labels: tuple, dense_seeds: int) -> dict:
     """The top-level summary of the finished ``records`` (key -> record): one entry per label of
@@ -132,13 +146,14 @@ def summarize(records: dict, pending: list[str], n_train: int | None, epochs: in
     if dense is not None:
         methods["dense"]["cpu_ratio"] = 1.0
     ocs = [label for label in ocs_labels if label in methods]
-    # the better OCSPruner variant is picked on the validation split, never on the test set
-    best = max(ocs, key=lambda label: methods[label]["val_acc"] or 0.0) if ocs else None
+    pick_seeds, pick_vals = pick_on_validation({label: by_label[label] for label in ocs})
+    best = max(ocs, key=lambda label: pick_vals[label]) if ocs else None
     get = (lambda label, k: methods[label][k] if label in methods else None)
     summary = {
         "n_train": n_train, "epochs": epochs, "seeds": list(range(dense_seeds)),
         "dense_acc": get("dense", "acc"), "dense_acc_std": get("dense", "acc_std"),
-        "best_ocspruner_method": best,
+        "best_ocspruner_method": best, "best_ocspruner_picked_on_seeds": pick_seeds,
+        "best_ocspruner_pick_val_acc": pick_vals,
         "best_ocspruner_acc": get(best, "acc"), "best_ocspruner_acc_std": get(best, "acc_std"),
         "best_ocspruner_drop": get(best, "drop"), "best_ocspruner_drop_std": get(best, "acc_std"),
         "best_ocspruner_cpu_ratio": get(best, "cpu_ratio"),

@@ -57,9 +57,10 @@ def test_summary_means_stds_ratios_and_pending(ff):
     s = ff.study_summary({r["key"]: r for r in records}, ["snip-s0", "ato-s0"], 54000, 15)
     assert s["n_train"] == 54000 and s["epochs"] == 15 and s["seeds"] == [0, 1, 2]
     assert s["dense_acc"] == pytest.approx(93.0) and s["dense_acc_std"] == pytest.approx(1.0)
-    # knapsack (one seed, validation 92.5) beats ranking (validation mean 91.5): the best variant
-    # is picked by mean validation accuracy
-    assert s["best_ocspruner_method"] == "ocspruner_knapsack"
+    # knapsack (one seed, validation 92.5) beats ranking (validation 92.0 on seed 0, the seed both
+    # finished; 91.5 over its two): the variants are compared on their common seeds
+    assert s["best_ocspruner_method"] == "ocspruner_knapsack" and s["best_ocspruner_picked_on_seeds"] == [0]
+    assert s["best_ocspruner_pick_val_acc"] == {"ocspruner": pytest.approx(92.0), "ocspruner_knapsack": pytest.approx(92.5)}
     assert s["best_ocspruner_acc"] == pytest.approx(93.5) and s["best_ocspruner_acc_std"] is None
     assert s["best_ocspruner_drop"] == pytest.approx(-0.5)
     assert s["best_ocspruner_cpu_ratio"] == pytest.approx(99.0 / 110.0)
@@ -86,6 +87,19 @@ def test_best_variant_is_picked_on_validation_not_test(ff):
     assert s["best_ocspruner_method"] == "ocspruner"       # higher validation, lower test accuracy
     assert s["best_ocspruner_acc"] == pytest.approx(93.0) and s["best_ocspruner_cpu_ratio"] == pytest.approx(0.8)
     assert s["complete"] is True and s["goals"]["cpu_ratio_at_most_0.8"] is True
+
+
+def test_an_extra_seed_of_one_variant_does_not_decide_the_pick(ff):
+    # ranking: validation 92.0 on seed 0, 94.0 on seed 1 (mean 93.0); knapsack: 92.5 on seed 0 only.
+    # On their common seed the knapsack is ahead; a mean over unequal seeds would pick the ranking
+    records = [rec("dense", 0, 94.0, 100.0), rec("ocspruner", 0, 93.0, 80.0, val=92.0),
+               rec("ocspruner", 1, 93.2, 80.0, val=94.0), rec("ocspruner_knapsack", 0, 93.1, 70.0, val=92.5)]
+    s = ff.study_summary({r["key"]: r for r in records}, ["ocspruner_knapsack-s1"], 54000, 15)
+    assert s["methods"]["ocspruner"]["val_acc"] == pytest.approx(93.0)
+    assert s["best_ocspruner_picked_on_seeds"] == [0] and s["best_ocspruner_method"] == "ocspruner_knapsack"
+    s = ff.study_summary({r["key"]: r for r in records + [rec("ocspruner_knapsack", 1, 93.0, 70.0, val=93.0)]},
+                         [], 54000, 15)
+    assert s["best_ocspruner_picked_on_seeds"] == [0, 1] and s["best_ocspruner_method"] == "ocspruner"   # 93.0 > 92.75
 
 
 def test_one_seed_has_no_spread_so_ahead_by_spread_is_undecided(ff):

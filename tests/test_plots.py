@@ -1,6 +1,5 @@
 import json
 import math
-import time
 
 import pytest
 
@@ -79,14 +78,11 @@ def pruning_run(tmp_path):
 
 
 def test_write_all_plots_pruning_run(pruning_run):
-    start = time.perf_counter()
     written = write_all_plots(pruning_run)
-    elapsed = time.perf_counter() - start
     names = ["stability.png", "channels.png", "curves.png", "cost.png"]
     assert written == [str(pruning_run / "plots" / n) for n in names]
     for name in names:
         _assert_png(pruning_run / "plots" / name)
-    assert elapsed < 10
 
 
 def test_write_all_plots_dense_run(tmp_path):
