@@ -76,6 +76,8 @@ METHODS = {
     "ato": ("ato", {"method_options": {"controller_every": 1}}, 2),
 }
 OCS_LABELS = ("ocspruner", "ocspruner_knapsack", "ocspruner_knapsack_cap50")
+# the goals (issue 16) compare the best OCSPruner variant with dense, random and prune-at-init
+GOAL_LABELS = ("dense", *OCS_LABELS, "random", "snip")
 FIG_LABELS = ("fig3", "fig4")
 FIG4_FRACTIONS = (0.2, 0.4, 0.6, 0.8)     # fixed t* across the cycle: epochs 3, 6, 9, 12 of 15
 RECORD_FIELDS = ("method", "seed", "epochs", "final_test_acc", "best_test_acc", "final_val_acc", "flops_ratio",
@@ -100,13 +102,19 @@ def run_entry(key: str, label: str, method: str, seed: int, updates: dict) -> di
 
 
 def plan(epochs: int) -> list[dict]:
-    """Every run, most important first: dense, OCSPruner, knapsack of seed 0, the rest of seed 0,
-    seeds 1 and 2, then Fig. 3 (Eq. 8/9 off; the "on" curve is ocspruner-s0) and Fig. 4."""
+    """Every run, most important first: seed 0 of every method (dense, OCSPruner, knapsack
+    first); then the later seeds of the methods the issue's goals are judged on (dense, the
+    OCSPruner variants, random, prune-at-init), so the goals are decidable as early as possible;
+    then the later seeds of the other methods; then Fig. 3 (Eq. 8/9 off; the "on" curve is
+    ocspruner-s0) and Fig. 4."""
+    n_max = max(n for _, _, n in METHODS.values())
+    later_goal = [(seed, label) for seed in range(1, n_max) for label in METHODS if label in GOAL_LABELS]
+    later_rest = [(seed, label) for seed in range(1, n_max) for label in METHODS if label not in GOAL_LABELS]
     runs = []
-    for seed in range(max(n for _, _, n in METHODS.values())):
-        for label, (method, updates, n_seeds) in METHODS.items():
-            if seed < n_seeds:
-                runs.append(run_entry(f"{label}-s{seed}", label, method, seed, updates))
+    for seed, label in [(0, label) for label in METHODS] + later_goal + later_rest:
+        method, updates, n_seeds = METHODS[label]
+        if seed < n_seeds:
+            runs.append(run_entry(f"{label}-s{seed}", label, method, seed, updates))
     runs.append(run_entry("fig3-noreg-s0", "fig3", "ocspruner", 0,
                           {"pruning.use_eq8": False, "pruning.use_eq9": False}))
     for k in fig4_epochs(epochs):

@@ -37,6 +37,10 @@ def test_plan_order_seeds_and_fig_runs(ff):
     keys = [r["key"] for r in ff.plan(15)]
     assert keys[:3] == ["dense-s0", "ocspruner-s0", "ocspruner_knapsack-s0"]
     assert keys.index("ato-s0") < keys.index("dense-s1") < keys.index("dense-s2") < keys.index("fig3-noreg-s0")
+    # the later seeds the goals need come before the other methods' later seeds
+    assert keys.index("snip-s1") < keys.index("ocspruner_knapsack_cap50-s2") < keys.index("prune_finetune-s1")
+    assert keys.index("ato-s1") < keys.index("fig3-noreg-s0")
+    assert len(keys) == len(set(keys)) == 3 * 4 + 2 * 5 + 1 + 4
     assert sum(k.startswith("dense-") for k in keys) == 3 and sum(k.startswith("random-") for k in keys) == 2
     assert [k for k in keys if k.startswith("fig4")] == [f"fig4-prune-at-{e}-s0" for e in (3, 6, 9, 12)]
     assert ff.fig4_epochs(2) == [1]
