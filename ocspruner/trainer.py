@@ -46,8 +46,9 @@ from .clock import cpu_cost
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
-from .resume import RngStreams, config_mismatch
+from .resume import RngStreams
 from .rundir import RunDir, RunDirError
+from .tblog import TensorBoardLog
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,6 +67,29 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
     return torch.device(name)
+
+
+def claim_run_dir(cfg: RunConfig, run_dir: Optional[str], data_name: str, overwrite: bool, is_main: bool) -> RunDir:
+    """The run directory, locked. Rank 0 names and locks it (a time stamp could differ between
+    processes) and alone writes; a refusal reaches every process (none may wait for the others
+    in vain). ``run_dir``: an existing directory to write; by default a new one under
+    ``cfg.out_dir`` (``RunDir.new``)."""
+    picked = error = rundir = None
+    if is_main:
+        try:
+            if run_dir is not None:
+                rundir = RunDir(run_dir)
+                rundir.lock()
+            else:
+                rundir = RunDir.new(cfg.out_dir, cfg.name, stem=f"{cfg.model}-{data_name}-{cfg.method}",
+                                    overwrite=overwrite)
+            picked = rundir.path
+        except RunDirError as exc:
+            error = exc
+    picked, error = distributed.broadcast_object((picked, error))
+    if error is not None:
+        raise error
+    return rundir if is_main else RunDir(picked)
 
 
 class Trainer:
@@ -91,26 +115,8 @@ class Trainer:
         self.dist = distributed.init_from_env(cfg.device)      # one process unless under torchrun
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.overwrite = overwrite
-        # rank 0 names and locks the run directory (a time stamp could differ between processes) and
-        # alone writes; a refusal reaches every process (none may wait for the others in vain)
-        picked = error = None
-        if self.dist.is_main:
-            try:
-                if run_dir is not None:
-                    self.rundir = RunDir(run_dir)
-                    self.rundir.lock()
-                else:
-                    data_name = bundle.name if bundle is not None else cfg.data.name
-                    self.rundir = RunDir.new(cfg.out_dir, cfg.name, stem=f"{cfg.model}-{data_name}-{cfg.method}",
-                                             overwrite=overwrite)
-                picked = self.rundir.path
-            except RunDirError as exc:
-                error = exc
-        picked, error = distributed.broadcast_object((picked, error))
-        if error is not None:
-            raise error
-        if not self.dist.is_main:
-            self.rundir = RunDir(picked)
+        self.rundir = claim_run_dir(cfg, run_dir, bundle.name if bundle is not None else cfg.data.name,
+                                    overwrite, self.dist.is_main)
         self.run_dir = self.rundir.path
         d = cfg.data
         self.bundle = bundle or build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=cfg.seed,
@@ -159,7 +165,6 @@ class Trainer:
         self.elapsed = 0.0          # training wall time of the epochs run so far (survives resume)
         self.cpu_elapsed = 0.0      # process CPU time of the same epochs (all threads; unlike wall time, not counting other processes)
         self.time_to_prune: Optional[float] = None
-        self._writer = None
         self.setup_cpu = cpu_cost() - self._setup_started   # data, model, method set-up
 
     # -- multi-process ------------------------------------------------------------------------
@@ -325,7 +330,7 @@ class Trainer:
 
         cfg = self.cfg
         main = self.dist.is_main
-        writer = self._tensorboard() if main else None
+        writer = TensorBoardLog.open(self.rundir.file(RunDir.TB)) if main else None
         show = cfg.progress and main
         total = self.total_epochs
         epochs_bar = tqdm(range(self.start_epoch, total), desc=f"{cfg.method}", disable=not show,
@@ -360,7 +365,8 @@ class Trainer:
                    "group_norms": info.get("group_norms"), "cpu_elapsed": self.cpu_elapsed, **info.get("log", {})}
             if main:
                 self.rundir.append_line(RunDir.METRICS, json.dumps(row))
-            self._log_tb(writer, row)
+            if writer is not None:
+                writer.log(row)
             final_arch = info.get("stage") in ("pruned", "dense")
             if final_arch and val["acc"] is not None and val["acc"] > self.best["val_acc"]:
                 self.best = {"val_acc": val["acc"], "epoch": epoch}    # val metrics are reduced: same on all ranks
@@ -389,61 +395,26 @@ class Trainer:
         return summary
 
     def checkpoint_state(self, epoch: int) -> dict:
-        """The checkpoint of this process (collective under torchrun: RNG states are gathered)."""
-        rng = self.rng.state()
-        state = {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "method": self.method.state_dict(), "config": self.cfg.to_dict(), "best": dict(self.best),
-                 "elapsed": self.elapsed, "cpu_elapsed": self.cpu_elapsed, "time_to_prune": self.time_to_prune, "rng": rng}
-        if self.dist.enabled:   # each process has its own augmentation stream: keep all of them
-            state["rng_ranks"] = distributed.all_gather_object(rng)
-        return state
+        """The checkpoint of this process (collective under torchrun: RNG states are gathered);
+        what it holds: ``resume.checkpoint_state``."""
+        from .resume import checkpoint_state
+
+        return checkpoint_state(self, epoch)
 
     def _save_checkpoint(self, epoch: int) -> None:
         state = self.checkpoint_state(epoch)   # every rank takes part; rank 0 writes
         if self.dist.is_main:
             self.ckpt.save(epoch, state)
 
-    # -- resume (the config check and the random streams: ``resume.py``) ----------------------
     def resume(self, checkpoint: Optional[str] = None) -> int:
         """Continue from the newest checkpoint of this run directory (or ``checkpoint``): model,
         optimizer, method state (sub-network history, lambda, stage; a past prune is replayed),
         RNG and data order. Returns the epoch training continues from. A newest checkpoint that
-        cannot be read (truncated by a kill or a full disk) is skipped for the next older one."""
-        from .io import CheckpointError, read_checkpoint
+        cannot be read (truncated by a kill or a full disk) is skipped for the next older one
+        (``resume.restore``)."""
+        from .resume import restore
 
-        if self.dist.is_main and self.rundir.is_finished() and checkpoint is None:
-            raise CheckpointError(f"{self.run_dir!r} is a finished run, there is nothing to resume; export, bench or "
-                                  f"report it, or start a new run")
-        path, state = None, None
-        if self.dist.is_main:
-            path, state = (checkpoint, None) if checkpoint else self.ckpt.read_newest()
-        path = distributed.broadcast_object(path)   # every rank loads rank 0's pick
-        if state is None:
-            state = read_checkpoint(path)
-        if not {"epoch", "model", "optimizer", "method", "config"} <= set(state):
-            raise CheckpointError(f"{path!r} is not an ocspruner training checkpoint")
-        mismatch = config_mismatch(self.cfg.to_dict(), state["config"], RunConfig().to_dict())
-        if mismatch:
-            raise CheckpointError(f"cannot resume: the config differs from the checkpoint's at {mismatch}; "
-                                  f"resume with the run's own config")
-        try:
-            self.method.load_state_dict(state["method"], [self.optimizer])
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path!r} does not fit this run ({str(exc).splitlines()[0][:120]})") from None
-        per_rank = state.get("rng_ranks")
-        rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else state.get("rng", {})
-        self.rng.restore(rng)
-        self.start_epoch = int(state["epoch"]) + 1
-        self.best = dict(state.get("best", self.best))
-        self.elapsed = float(state.get("elapsed", 0.0))
-        self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
-        self.time_to_prune = state.get("time_to_prune")
-        if self.dist.is_main and self.rundir.exists(RunDir.METRICS):   # drop epochs after the checkpoint (redone)
-            kept = [row for row in self.rundir.metrics() if row.get("epoch", -1) < self.start_epoch]
-            self.rundir.write_text(RunDir.METRICS, "".join(json.dumps(row) + "\n" for row in kept))
-        return self.start_epoch
+        return restore(self, checkpoint)
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot
@@ -451,22 +422,3 @@ class Trainer:
         from .finish import finish_run
 
         return finish_run(self)
-
-    # -- logging ----------------------------------------------------------------------------
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard not installed: metrics.jsonl still has everything
-            return None
-        return SummaryWriter(self.rundir.file(RunDir.TB))
-
-    @staticmethod
-    def _log_tb(writer, row: dict) -> None:
-        if writer is None:
-            return
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None \
-                    and math.isfinite(value) and key != "epoch":
-                writer.add_scalar(key, value, row["epoch"])
-        writer.flush()
-

@@ -48,6 +48,23 @@ def test_cli_end_to_end_writes_every_output(tmp_path, capsys):
     assert sum(len(v) for v in kept.values()) < sum(size for _, size in blob["architecture"]["pruning"]["groups"])
     out = capsys.readouterr().out
     assert "run directory:" in out and "t* =" in out
+    # TensorBoard holds each epoch's numeric fields, by epoch, as metrics.jsonl does
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    val = events.Scalars("val_acc")
+    assert [e.step for e in val] == list(range(10))
+    assert [e.value for e in val] == pytest.approx([r["val_acc"] for r in rows], rel=1e-6)
+    assert "epoch" not in events.Tags()["scalars"] and "stage" not in events.Tags()["scalars"]
+    # J exists from epoch offset=1 on; None (epoch 0) is not a scalar
+    assert [e.step for e in events.Scalars("similarity")] == [r["epoch"] for r in rows if r["similarity"] is not None]
+
+
+def test_tensorboard_scalars_are_the_finite_numbers_of_a_row():
+    from ocspruner.tblog import TensorBoardLog
+    row = {"epoch": 3, "stage": "pruned", "val_acc": 91.5, "lambda": 0, "similarity": None, "pruned": True,
+           "train_loss": float("nan"), "events": ["t* = 3"], "flops": 1200}
+    assert TensorBoardLog.scalars(row) == {"val_acc": 91.5, "lambda": 0, "flops": 1200}
 
 
 def test_dense_method_same_loop(tmp_path):
