@@ -1,0 +1,206 @@
+"""Issue 16: can the 10k test images tell the methods apart? Paired comparisons of the study's models.
+
+    python benchmarks/fashion_full_paired.py      # reads fashion_full.py's finished runs; trains nothing
+
+The goals compare mean accuracies over seeds, against the spread between seeds. This adds the
+other source of noise: the test set. Two models are scored on the same 10k images, so their
+difference is a paired measurement, and what decides it is only the images one model gets right
+and the other wrong (b and c). For each pair of finished runs on the same seed (every method
+against dense; the best OCSPruner variant, as fashion_full.json's summary picked it on validation,
+against every other method; and each method against its own other seeds) it writes
+
+* the difference in test accuracy (points) and b, c;
+* the paired standard error of the difference, sqrt(b + c - (b - c)^2 / n) / n (points);
+* McNemar's exact two-sided p: the chance of a split of b + c discordant images at least as
+  uneven as b : c if both models were equally good (a fair coin per discordant image).
+
+Each final model's predictions are computed once (one thread) and cached in
+``WORK/predictions/<key>.npy``; the accuracy they give must equal the run's own
+``final_test_acc``, or the script stops (it would not be measuring the same model).
+Writes ``benchmarks/results/fashion_full_paired.json`` with a top-level ``summary``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from fractions import Fraction
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _p in (ROOT, HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import numpy as np  # noqa: E402
+
+from ocspruner.checkpoint import atomic_write_text  # noqa: E402
+
+RESULT = os.path.join(ROOT, "benchmarks", "results", "fashion_full_paired.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# the statistics (pure)
+# ----------------------------------------------------------------------------------------------
+def discordant(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int]:
+    """(b, c): images only A gets right, images only B gets right."""
+    if correct_a.shape != correct_b.shape:
+        raise ValueError(f"the two runs were scored on different test sets ({correct_a.shape} vs {correct_b.shape})")
+    return int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p: P(a Binomial(b + c, 1/2) split at least as uneven as b : c)."""
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+def paired_se_points(b: int, c: int, n: int) -> float:
+    """Standard error (points) of acc(A) - acc(B) over n images scored by both: the per-image
+    difference is +1 (b images), -1 (c) or 0, so its variance is (b + c)/n - ((b - c)/n)^2."""
+    return 100.0 * math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+
+
+def compare(key_a: str, key_b: str, correct: dict[str, np.ndarray]) -> dict:
+    """A against B on the same images: the difference, its paired error, McNemar's p."""
+    a, b_ = correct[key_a], correct[key_b]
+    b, c = discordant(a, b_)
+    n = len(a)
+    diff = 100.0 * (b - c) / n
+    se = paired_se_points(b, c, n)
+    return {"a": key_a, "b": key_b, "acc_a": 100.0 * a.mean(), "acc_b": 100.0 * b_.mean(), "diff_points": diff,
+            "only_a_right": b, "only_b_right": c, "paired_se_points": se,
+            "z": diff / se if se > 0 else 0.0, "mcnemar_p": mcnemar_exact(b, c)}
+
+
+def pairs(keys: list[str], best: str | None) -> list[tuple[str, str, str]]:
+    """(kind, A, B) for finished run keys ``<label>-s<seed>``: every method against dense on the
+    same seed; ``best`` against every other method on the same seed; a method's seeds against each
+    other (what a seed alone moves)."""
+    by = {}
+    for k in keys:
+        label, seed = k.rsplit("-s", 1)
+        by[(label, int(seed))] = k
+    out = []
+    for (label, seed), k in sorted(by.items(), key=lambda x: (x[0][1], x[0][0])):
+        if label != "dense" and ("dense", seed) in by:
+            out.append(("vs_dense", k, by[("dense", seed)]))
+        if best is not None and label != best and label != "dense" and (best, seed) in by:
+            out.append(("best_ocspruner_vs", by[(best, seed)], k))
+    labels = sorted({label for label, _ in by})
+    for label in labels:
+        seeds = sorted(s for lb, s in by if lb == label)
+        for i, s0 in enumerate(seeds):
+            for s1 in seeds[i + 1:]:
+                out.append(("seed_vs_seed", by[(label, s0)], by[(label, s1)]))
+    return out
+
+
+def summarize(rows: list[dict], best: str | None) -> dict:
+    """Headline figures: the test set's resolution (the median paired error, and the difference
+    1.96 of them make), and the best variant against random and prune-at-init per seed."""
+    ses = [r["paired_se_points"] for r in rows if r["kind"] != "seed_vs_seed"]
+    same = [r for r in rows if r["kind"] == "seed_vs_seed"]
+    out = {"best_ocspruner_method": best, "pairs": len(rows),
+           "median_paired_se_points": statistics.median(ses) if ses else None,
+           "resolvable_difference_points": 1.96 * statistics.median(ses) if ses else None,
+           "seed_vs_seed_significant": sum(r["mcnemar_p"] < 0.05 for r in same), "seed_vs_seed_pairs": len(same)}
+    for other, name in (("random", "random"), ("snip", "pai"), ("dense", "dense")):
+        kind, side = ("vs_dense", "a") if other == "dense" else ("best_ocspruner_vs", "b")
+        key = best if other == "dense" else other
+        got = [r for r in rows if r["kind"] == kind and r[side].rsplit("-s", 1)[0] == key]
+        # every row here is A = the best variant, so diff_points = best - other
+        out[f"best_ocspruner_vs_{name}"] = [
+            {"seed": int(r["a"].rsplit("-s", 1)[1]), "diff_points": round(r["diff_points"], 4),
+             "paired_se_points": round(r["paired_se_points"], 4), "mcnemar_p": round(r["mcnemar_p"], 4)}
+            for r in got]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# predictions of the finished runs
+# ----------------------------------------------------------------------------------------------
+def test_set():
+    """The study's 10k test images (the shipped recipe's data; the seed only moves the
+    validation split, never the test set) and the recipe's batch size."""
+    from ocspruner.config import load_config
+    from ocspruner.data import build_datasets
+
+    import fashion_full as ff
+    d = load_config(ff.CONFIG).data
+    bundle = build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=0, subset=None,
+                            image_size=d.image_size, augment=False, **d.options)
+    return bundle.test, d.batch_size
+
+
+def predictions(run_dir: str, cache: str, dataset, batch_size: int) -> np.ndarray:
+    """The final model's predicted class per test image (cached), in the trainer's batches (one
+    thread, as the run tested it: the same arithmetic, so the same argmax)."""
+    import torch
+
+    from ocspruner.io import load
+
+    if os.path.exists(cache):
+        return np.load(cache)
+    model = load(os.path.join(run_dir, "final_model.pt"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        pred = np.concatenate([model(x).argmax(1).numpy() for x, _ in loader]).astype(np.int64)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    np.save(cache + ".tmp.npy", pred)
+    os.replace(cache + ".tmp.npy", cache)
+    return pred
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    import fashion_full as ff
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default=ff.DEFAULT_WORK, help="fashion_full.py's work directory")
+    ap.add_argument("--out", default=RESULT, help="the JSON to write")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    study = json.load(open(os.path.join(ROOT, "benchmarks", "results", "fashion_full.json")))
+    best = study["summary"].get("best_ocspruner_method")
+    runs = [r for r in ff.plan(15) if r["label"] in ff.METHODS and ff.is_done(r, args.work)]
+    if not runs:
+        raise SystemExit(f"no finished run in {args.work}; run benchmarks/fashion_full.py first")
+    dataset, batch_size = test_set()
+    labels = np.concatenate([y.numpy() for _, y in torch.utils.data.DataLoader(dataset, batch_size=1000)])
+    correct, accs = {}, {}
+    for run in runs:
+        d = ff.run_dir(run, args.work)
+        pred = predictions(d, os.path.join(args.work, "predictions", run["key"] + ".npy"), dataset, batch_size)
+        correct[run["key"]] = pred == labels
+        acc = 100.0 * correct[run["key"]].mean()
+        recorded = json.load(open(os.path.join(d, "summary.json")))["final_test_acc"]
+        if abs(acc - recorded) > 1e-9:
+            raise SystemExit(f"{run['key']}: its predictions score {acc:.4f}%, the run recorded {recorded:.4f}%; "
+                             f"the test set or the model is not the run's (delete {args.work}/predictions and retry)")
+        accs[run["key"]] = acc
+    rows = [{"kind": kind, **compare(a, b, correct)} for kind, a, b in pairs(list(correct), best)]
+    result = {"command": "python benchmarks/fashion_full_paired.py", "n_test": int(len(labels)),
+              "runs": {k: round(v, 4) for k, v in accs.items()}, "summary": summarize(rows, best), "pairs": rows}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1))
+    s = result["summary"]
+    print(f"{len(correct)} runs, {len(rows)} pairs; median paired error {s['median_paired_se_points']:.3f} points "
+          f"(a difference of {s['resolvable_difference_points']:.2f} is 1.96 of them)")
+    for name in ("dense", "random", "pai"):
+        for r in s[f"best_ocspruner_vs_{name}"]:
+            print(f"  {best} - {name} (seed {r['seed']}): {r['diff_points']:+.2f} +- {r['paired_se_points']:.2f}, "
+                  f"McNemar p {r['mcnemar_p']:.3f}")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
