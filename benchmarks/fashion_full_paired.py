@@ -82,7 +82,8 @@ def compare(key_a: str, key_b: str, correct: dict[str, np.ndarray]) -> dict:
 def pairs(keys: list[str], best: str | None) -> list[tuple[str, str, str]]:
     """(kind, A, B) for finished run keys ``<label>-s<seed>``: every method against dense on the
     same seed; ``best`` against every other method on the same seed; a method's seeds against each
-    other (what a seed alone moves)."""
+    other (what a seed alone moves); a Fig. 3/4 run (``fig...``) against dense and against the
+    paper partition's run of its seed (what the one change moved)."""
     by = {}
     for k in keys:
         label, seed = k.rsplit("-s", 1)
@@ -91,9 +92,13 @@ def pairs(keys: list[str], best: str | None) -> list[tuple[str, str, str]]:
     for (label, seed), k in sorted(by.items(), key=lambda x: (x[0][1], x[0][0])):
         if label != "dense" and ("dense", seed) in by:
             out.append(("vs_dense", k, by[("dense", seed)]))
+        if label.startswith("fig"):     # Fig. 3/4: the paper partition with one thing changed
+            if ("ocspruner", seed) in by:
+                out.append(("fig_vs_ocspruner", k, by[("ocspruner", seed)]))
+            continue
         if best is not None and label != best and label != "dense" and (best, seed) in by:
             out.append(("best_ocspruner_vs", by[(best, seed)], k))
-    labels = sorted({label for label, _ in by})
+    labels = sorted({label for label, _ in by if not label.startswith("fig")})
     for label in labels:
         seeds = sorted(s for lb, s in by if lb == label)
         for i, s0 in enumerate(seeds):
@@ -170,7 +175,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     study = json.load(open(os.path.join(ROOT, "benchmarks", "results", "fashion_full.json")))
     best = study["summary"].get("best_ocspruner_method")
-    runs = [r for r in ff.plan(15) if r["label"] in ff.METHODS and ff.is_done(r, args.work)]
+    runs = [r for r in ff.plan(15) if ff.is_done(r, args.work)]
     if not runs:
         raise SystemExit(f"no finished run in {args.work}; run benchmarks/fashion_full.py first")
     dataset, batch_size = test_set()

@@ -67,3 +67,11 @@ def test_pairs_and_summary(fp):
     assert s["median_paired_se_points"] == pytest.approx(float(np.median(ses)))
     assert s["resolvable_difference_points"] == pytest.approx(1.96 * s["median_paired_se_points"])
     assert s["seed_vs_seed_pairs"] == 3
+
+
+def test_fig_runs_are_compared_with_the_paper_partition_and_dense_only(fp):
+    got = fp.pairs(["dense-s0", "ocspruner-s0", "cap-s0", "fig4-prune-at-3-s0", "fig3-noreg-s0"], "cap")
+    fig = [p for p in got if "fig" in p[1] or "fig" in p[2]]
+    assert sorted(fig) == sorted([("vs_dense", "fig4-prune-at-3-s0", "dense-s0"), ("vs_dense", "fig3-noreg-s0", "dense-s0"),
+                                  ("fig_vs_ocspruner", "fig4-prune-at-3-s0", "ocspruner-s0"),
+                                  ("fig_vs_ocspruner", "fig3-noreg-s0", "ocspruner-s0")])
