@@ -4,6 +4,7 @@ reads a run directory. The doc's "What it shows" section is written by a person 
 rewrites."""
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -151,6 +152,50 @@ def fig4_section(runs: dict, path: str) -> list[str]:
     return lines + ([""] + ([f"![Fig. 4]({os.path.basename(png)})"] if png else []) + [""])
 
 
+def _pair_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row['diff_points']:+.2f} ± {row['paired_se_points']:.2f} (p {row['mcnemar_p']:.3f})"
+
+
+def paired_section(paired: dict | None, finished: list[str], labels=()) -> list[str]:
+    """The image-by-image comparisons of ``benchmarks/fashion_full_paired.py`` (its JSON, or None),
+    and which finished runs it has not scored yet; rows in the order of ``labels`` (the table's)."""
+    lines = ["## Paired on the test set: which differences can 10k images resolve?", "",
+             "`python benchmarks/fashion_full_paired.py` (no training) scores every finished run's final model "
+             "image by image on the one test set. A difference between two models rests only on the images one "
+             "gets right and the other wrong; ± is the paired standard error of the difference (points), p "
+             "McNemar's exact two-sided test.", ""]
+    if paired is None:
+        return lines + ["Not computed yet.", ""]
+    s = paired["summary"]
+    best = s.get("best_ocspruner_method")
+    missing = [k for k in finished if k not in paired["runs"]]
+    lines += [f"Scored: {len(paired['runs'])} runs. Median paired error {s['median_paired_se_points']:.3f} points: "
+              f"a difference under about {s['resolvable_difference_points']:.2f} points (1.96 of them) is not "
+              f"told apart from chance. Two seeds of one method differ significantly (p < 0.05) in "
+              f"{s['seed_vs_seed_significant']} of {s['seed_vs_seed_pairs']} pairs."
+              + (f" Not scored yet (finished since): {', '.join(missing)}; rerun the command." if missing else ""), ""]
+    rows = paired["pairs"]
+    seeds = sorted({int(r["a"].rsplit("-s", 1)[1]) for r in rows if r["kind"] != "fig_vs_ocspruner"})
+
+    def find(kind, a_label, b_label, seed):
+        return next((r for r in rows if r["kind"] == kind and r["a"] == f"{a_label}-s{seed}"
+                     and r["b"] == f"{b_label}-s{seed}"), None)
+    compared = {r["b"].rsplit("-s", 1)[0] for r in rows if r["kind"] == "best_ocspruner_vs"}
+    others = [lb for lb in labels if lb in compared] + sorted(compared - set(labels))
+    lines += [f"| {best} minus | " + " | ".join(f"seed {k}" for k in seeds) + " |",
+              "|---|" + "---|" * len(seeds)]
+    lines += [f"| dense | " + " | ".join(_pair_cell(find("vs_dense", best, "dense", k)) for k in seeds) + " |"]
+    lines += [f"| {o} | " + " | ".join(_pair_cell(find("best_ocspruner_vs", best, o, k)) for k in seeds) + " |"
+              for o in others]
+    fig = [r for r in rows if r["kind"] == "fig_vs_ocspruner"]
+    if fig:
+        lines += ["", "| Fig. 3/4 run minus the paper partition's run of its seed | difference |", "|---|---|"]
+        lines += [f"| {r['a']} - {r['b']} | {_pair_cell(r)} |" for r in fig]
+    return lines + [""]
+
+
 WHAT_IT_SHOWS_HEAD = "## What it shows"
 WHAT_IT_SHOWS_TODO = ("_To be written by a person when the runs have finished (kept when the script rewrites this "
                       "file): is OCSPruner within 0.3 points of dense at <= 0.8x its CPU time, and ahead of random "
@@ -233,5 +278,7 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
               f"![Fig. 1]({os.path.basename(fig1)})" if fig1 else "Pending.", ""]
     lines += fig3_section(runs, p.epsilon, paths["fig3"])
     lines += fig4_section(runs, paths["fig4"])
+    paired = json.load(open(paths["paired"])) if os.path.exists(paths["paired"]) else None
+    lines += paired_section(paired, list(runs), labels)
     lines += [WHAT_IT_SHOWS_HEAD, "", kept_section(paths["doc"]), ""]
     atomic_write_text(paths["doc"], "\n".join(lines))

@@ -298,3 +298,25 @@ def test_paused_stops_processes_while_timing_and_continues_them_after(ff):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_paired_section_orders_rows_by_the_table_and_names_unscored_runs(doc):
+    def row(kind, a, b, diff, se=0.2, p=0.5):
+        return {"kind": kind, "a": a, "b": b, "diff_points": diff, "paired_se_points": se, "mcnemar_p": p}
+    paired = {"runs": {"dense-s0": 93.8, "cap-s0": 93.4, "random-s0": 93.5, "snip-s0": 93.2, "ocspruner-s0": 93.6,
+                       "fig4-prune-at-3-s0": 93.0},
+              "summary": {"best_ocspruner_method": "cap", "median_paired_se_points": 0.17,
+                          "resolvable_difference_points": 0.3332, "seed_vs_seed_significant": 0, "seed_vs_seed_pairs": 0},
+              "pairs": [row("vs_dense", "cap-s0", "dense-s0", -0.4, 0.15, 0.01),
+                        row("best_ocspruner_vs", "cap-s0", "snip-s0", 0.2),
+                        row("best_ocspruner_vs", "cap-s0", "random-s0", -0.1),
+                        row("fig_vs_ocspruner", "fig4-prune-at-3-s0", "ocspruner-s0", -0.6, 0.19, 0.002)]}
+    lines = doc.paired_section(paired, ["dense-s0", "cap-s0", "random-s0", "snip-s0", "dense-s1"],
+                               ["dense", "cap", "random", "snip"])
+    text = "\n".join(lines)
+    assert "| cap minus | seed 0 |" in text and "about 0.33 points" in text
+    assert "| dense | -0.40 ± 0.15 (p 0.010) |" in text
+    assert text.index("| random | -0.10") < text.index("| snip | +0.20")      # the table's order, not the alphabet
+    assert "| fig4-prune-at-3-s0 - ocspruner-s0 | -0.60 ± 0.19 (p 0.002) |" in text
+    assert "Not scored yet (finished since): dense-s1" in text
+    assert doc.paired_section(None, ["dense-s0"])[-2] == "Not computed yet."
