@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ocspruner import OCSPruner  # noqa: E402
-from ocspruner.data.datasets import build_fashion_mnist  # noqa: E402
+from ocspruner.data.sources import build_fashion_mnist  # noqa: E402
 from ocspruner.models import create_model  # noqa: E402
 
 

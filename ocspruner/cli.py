@@ -356,7 +356,7 @@ def _listing(kind: str) -> str:
         entries = {n: METHOD_LINES.get(n) or _first_line(_METHODS[n]) for n in list_methods()}
     else:
         from .data import available_datasets
-        from .data.datasets import DATASETS
+        from .data.sources import DATASETS
         entries = {n: DATASET_LINES.get(n) or _first_line(DATASETS[n]) for n in available_datasets()}
     width = max(map(len, entries)) + 2
     return "\n".join(f"{n:<{width}}{text}" for n, text in entries.items())

@@ -17,7 +17,8 @@ from PIL import Image
 
 from ocspruner.data import DataBundle, DataError, ArrayDataset, available_datasets, build_datasets, build_loaders
 from ocspruner.data import transforms as T
-from ocspruner.data.datasets import CIFAR10_MEAN, CIFAR10_STD, FASHION_DEFAULT_ROOT, FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD, stratified_pick
+from ocspruner.data.sources import CIFAR10_MEAN, CIFAR10_STD, FASHION_DEFAULT_ROOT, FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD
+from ocspruner.data.splits import stratified_pick
 
 # ---------------------------------------------------------------------------
 # fixture writers

@@ -1,4 +1,4 @@
-"""Data layer: dataset registry, splits, transforms and loaders.
+"""Data layer: dataset registry (sources.py), storage, splits, transforms and loaders.
 
     bundle = build_datasets("digits", val_fraction=0.1, seed=0)
     train_loader, val_loader, test_loader = build_loaders(bundle, batch_size=128, seed=0)
@@ -10,15 +10,9 @@ only. Every bad input raises DataError (a ValueError) with a one-line message.
 """
 
 from .errors import DataError
-from .datasets import (
-    DATASETS,
-    ArrayDataset,
-    DataBundle,
-    ImageFolderDataset,
-    available_datasets,
-    build_datasets,
-    canonical_name,
-)
+from .datasets import DataBundle, build_datasets
+from .sources import DATASETS, available_datasets, canonical_name
+from .storage import ArrayDataset, ImageFolderDataset
 from .loaders import build_loaders, seed_worker
 
 __all__ = [
