@@ -131,7 +131,7 @@ def summarize(rows: list[dict], best: str | None) -> dict:
 # ----------------------------------------------------------------------------------------------
 # predictions of the finished runs
 # ----------------------------------------------------------------------------------------------
-def test_set():
+def study_test_set():
     """The study's 10k test images (the shipped recipe's data; the seed only moves the
     validation split, never the test set) and the recipe's batch size."""
     from ocspruner.config import load_config
@@ -142,6 +142,14 @@ def test_set():
     bundle = build_datasets(d.name, d.root, val_fraction=d.val_fraction, seed=0, subset=None,
                             image_size=d.image_size, augment=False, **d.options)
     return bundle.test, d.batch_size
+
+
+def study_epochs() -> int:
+    """The recipe's cycle length (it names the Fig. 4 runs)."""
+    from ocspruner.config import load_config
+
+    import fashion_full as ff
+    return load_config(ff.CONFIG).epochs
 
 
 def predictions(run_dir: str, cache: str, dataset, batch_size: int) -> np.ndarray:
@@ -175,10 +183,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     study = json.load(open(os.path.join(ROOT, "benchmarks", "results", "fashion_full.json")))
     best = study["summary"].get("best_ocspruner_method")
-    runs = [r for r in ff.plan(15) if ff.is_done(r, args.work)]
+    runs = [r for r in ff.plan(study_epochs()) if ff.is_done(r, args.work)]
     if not runs:
         raise SystemExit(f"no finished run in {args.work}; run benchmarks/fashion_full.py first")
-    dataset, batch_size = test_set()
+    dataset, batch_size = study_test_set()
     labels = np.concatenate([y.numpy() for _, y in torch.utils.data.DataLoader(dataset, batch_size=1000)])
     correct, accs = {}, {}
     for run in runs:
