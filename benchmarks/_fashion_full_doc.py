@@ -177,12 +177,14 @@ def paired_section(paired: dict | None, finished: list[str], labels=()) -> list[
               f"{s['seed_vs_seed_significant']} of {s['seed_vs_seed_pairs']} pairs."
               + (f" Not scored yet (finished since): {', '.join(missing)}; rerun the command." if missing else ""), ""]
     rows = paired["pairs"]
-    seeds = sorted({int(r["a"].rsplit("-s", 1)[1]) for r in rows if r["kind"] != "fig_vs_ocspruner"})
+    from fashion_full_paired import split_key
+
+    seeds = sorted({split_key(r["a"])[1] for r in rows if r["kind"] != "fig_vs_ocspruner"})
 
     def find(kind, a_label, b_label, seed):
         return next((r for r in rows if r["kind"] == kind and r["a"] == f"{a_label}-s{seed}"
                      and r["b"] == f"{b_label}-s{seed}"), None)
-    compared = {r["b"].rsplit("-s", 1)[0] for r in rows if r["kind"] == "best_ocspruner_vs"}
+    compared = {split_key(r["b"])[0] for r in rows if r["kind"] == "best_ocspruner_vs"}
     others = [lb for lb in labels if lb in compared] + sorted(compared - set(labels))
     lines += [f"| {best} minus | " + " | ".join(f"seed {k}" for k in seeds) + " |",
               "|---|" + "---|" * len(seeds)]
@@ -234,8 +236,8 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
         f"`--config {result['config']}` and what the issue's first measurement used; its training settings "
         f"are the usual CIFAR ones and its pruning settings (i, r, the cap) were set for a 15-epoch cycle before "
         f"this study. No recipe search was run on the validation split: every method trains under the same "
-        f"recipe, searched for none of them (a search per method would cost the study several times over). The one choice made on validation is the capped knapsack "
-        f"variant (below). " + (f"Smoke-test overrides: {result['updates']}." if result["updates"] else ""),
+        f"recipe, searched for none of them (a search per method would cost the study several times over). "
+        f"The one choice made on validation is the capped knapsack variant (below). " + (f"Smoke-test overrides: {result['updates']}." if result["updates"] else ""),
         "",
         "Cost: process CPU time of each run (one torch thread; set-up and test evaluation included). Other "
         "processes cannot add time slices to it as they add wall time, but they share the caches: the same "

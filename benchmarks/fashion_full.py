@@ -358,7 +358,8 @@ def output_paths(args) -> dict:
     doc = os.path.join(args.work, "fashion_full.md") if smoke else os.path.join(ROOT, "docs", "fashion_full.md")
     stem = doc[:-3]
     # benchmarks/fashion_full_paired.py's output beside the results (read, never written, here)
-    paired = os.path.join(os.path.dirname(results), "fashion_full_paired.json")
+    from fashion_full_paired import RESULT_NAME
+    paired = os.path.join(os.path.dirname(results), RESULT_NAME)
     return {"results": results, "doc": doc, "fig1": stem + "_fig1.png", "fig3": stem + "_fig3.png",
             "fig4": stem + "_fig4.png", "paired": paired}
 

@@ -39,7 +39,14 @@ import numpy as np  # noqa: E402
 
 from ocspruner.checkpoint import atomic_write_text  # noqa: E402
 
-RESULT = os.path.join(ROOT, "benchmarks", "results", "fashion_full_paired.json")
+RESULT_NAME = "fashion_full_paired.json"     # beside fashion_full.json, where --report looks for it
+RESULT = os.path.join(ROOT, "benchmarks", "results", RESULT_NAME)
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """``"ocspruner_knapsack-s1"`` -> ``("ocspruner_knapsack", 1)``: a run key's label and seed."""
+    label, seed = key.rsplit("-s", 1)
+    return label, int(seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,10 +91,7 @@ def pairs(keys: list[str], best: str | None) -> list[tuple[str, str, str]]:
     same seed; ``best`` against every other method on the same seed; a method's seeds against each
     other (what a seed alone moves); a Fig. 3/4 run (``fig...``) against dense and against the
     paper partition's run of its seed (what the one change moved)."""
-    by = {}
-    for k in keys:
-        label, seed = k.rsplit("-s", 1)
-        by[(label, int(seed))] = k
+    by = {split_key(k): k for k in keys}
     out = []
     for (label, seed), k in sorted(by.items(), key=lambda x: (x[0][1], x[0][0])):
         if label != "dense" and ("dense", seed) in by:
@@ -119,10 +123,10 @@ def summarize(rows: list[dict], best: str | None) -> dict:
     for other, name in (("random", "random"), ("snip", "pai"), ("dense", "dense")):
         kind, side = ("vs_dense", "a") if other == "dense" else ("best_ocspruner_vs", "b")
         key = best if other == "dense" else other
-        got = [r for r in rows if r["kind"] == kind and r[side].rsplit("-s", 1)[0] == key]
+        got = [r for r in rows if r["kind"] == kind and split_key(r[side])[0] == key]
         # every row here is A = the best variant, so diff_points = best - other
         out[f"best_ocspruner_vs_{name}"] = [
-            {"seed": int(r["a"].rsplit("-s", 1)[1]), "diff_points": round(r["diff_points"], 4),
+            {"seed": split_key(r["a"])[1], "diff_points": round(r["diff_points"], 4),
              "paired_se_points": round(r["paired_se_points"], 4), "mcnemar_p": round(r["mcnemar_p"], 4)}
             for r in got]
     return out

@@ -46,7 +46,7 @@ from .clock import cpu_cost
 from .config import ConfigError, RunConfig
 from .methods import Method, create_method
 from .recipe import build_optimizer, set_lr
-from .resume import RngStreams
+from .resume import RngStreams, checkpoint_state as build_checkpoint, restore as restore_checkpoint
 from .rundir import RunDir, RunDirError
 from .tblog import TensorBoardLog
 
@@ -397,9 +397,7 @@ class Trainer:
     def checkpoint_state(self, epoch: int) -> dict:
         """The checkpoint of this process (collective under torchrun: RNG states are gathered);
         what it holds: ``resume.checkpoint_state``."""
-        from .resume import checkpoint_state
-
-        return checkpoint_state(self, epoch)
+        return build_checkpoint(self, epoch)
 
     def _save_checkpoint(self, epoch: int) -> None:
         state = self.checkpoint_state(epoch)   # every rank takes part; rank 0 writes
@@ -412,9 +410,7 @@ class Trainer:
         RNG and data order. Returns the epoch training continues from. A newest checkpoint that
         cannot be read (truncated by a kill or a full disk) is skipped for the next older one
         (``resume.restore``)."""
-        from .resume import restore
-
-        return restore(self, checkpoint)
+        return restore_checkpoint(self, checkpoint)
 
     def finish(self) -> dict:
         """Test the final (and best-on-validation) model, save the model and the summary, plot
