@@ -156,8 +156,9 @@ def run_dir(run: dict, work: str) -> str:
     return os.path.join(work, "runs", run["key"])
 
 
-def is_done(run: dict, work: str) -> bool:
-    """Trained (benchmarks/_runs.py finished it) and, for a pruned run, benchmarked (bench.json)."""
+def trained(run: dict, work: str) -> bool:
+    """Trained here (benchmarks/_runs.py finished it in WORK) and, for a pruned run, benchmarked
+    (bench.json)."""
     from _runs import finished_summary
 
     d = run_dir(run, work)
@@ -165,16 +166,55 @@ def is_done(run: dict, work: str) -> bool:
         (run["method"] == "dense" or os.path.exists(os.path.join(d, "bench.json")))
 
 
+def is_done(run: dict, work: str, recorded: dict | None = None) -> bool:
+    """Trained in WORK, or finished earlier and kept in the results file (``recorded``, from
+    :func:`recorded_runs`): a run is never trained twice because its work dir is gone."""
+    return run["key"] in (recorded or {}) or trained(run, work)
+
+
+def recorded_runs(path: str, runs: list[dict], epochs: int, updates: dict) -> dict:
+    """The finished runs the results file at ``path`` holds, by key: the durable record of the
+    study. WORK is ignored by git, so a fresh checkout (a new session's machine) has none of its
+    run directories; the results file is committed after every finished run and carries each
+    run's whole record (accuracies, costs, the bench row, the epoch series). A record counts
+    only when it is the plan's run now (same label, method, seed and config updates) in a file
+    written for the same recipe, cycle length and smoke flags; anything else is trained again,
+    and the lines naming it are printed (git keeps the file they were in)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        on_file = json.load(open(path))
+    except ValueError as exc:
+        raise SystemExit(f"{path} is not readable JSON ({exc}); restore it with git checkout -- {path}")
+    kept = on_file.get("runs") or {}
+    if on_file.get("config") != CONFIG or (on_file.get("updates") or {}) != updates or \
+            (on_file.get("summary") or {}).get("epochs") != epochs:
+        if kept:
+            print(f"{path}: written for another recipe, cycle or smoke flags; its {len(kept)} runs are not "
+                  f"this study's", flush=True)
+        return {}
+    by_key = {r["key"]: r for r in runs}
+    out = {key: rec for key, rec in kept.items()
+           if (run := by_key.get(key)) is not None and rec.get("final_test_acc") is not None
+           and all(rec.get(f) == run[f] for f in ("label", "method", "seed", "updates"))}
+    if len(out) < len(kept):
+        print(f"{path}: not the plan's runs now, so trained again: {', '.join(sorted(set(kept) - set(out)))}",
+              flush=True)
+    return out
+
+
 def log_path(run: dict, work: str) -> str:
     return os.path.join(work, "logs", run["key"] + ".log")
 
 
-def failure_line(run: dict, work: str) -> str | None:
-    """The last error line of a run's log when the run is not done and its log holds a traceback."""
+def failure_line(run: dict, work: str, recorded: dict | None = None) -> str | None:
+    """The last error line of a run's last attempt (its log from the last ``===`` line a worker
+    start writes) when the run is not done, no worker holds it, and that attempt ended in a
+    traceback: an attempt that failed and was started again is not a failure."""
     path = log_path(run, work)
-    if is_done(run, work) or not os.path.exists(path):
+    if is_done(run, work, recorded) or not os.path.exists(path) or live_pid(pid_path(run, work)) is not None:
         return None
-    text = open(path, errors="replace").read()
+    text = re.split(r"^===.*$", open(path, errors="replace").read(), flags=re.M)[-1]
     if "Traceback" not in text:
         return None
     errors = [ln for ln in text.splitlines() if re.match(r"^\w[\w.]*(Error|Exception)\b", ln)]
@@ -265,10 +305,10 @@ def run_all(runs: list[dict], args, on_finished, poll_seconds: float = 2.0) -> N
     previous study process started (and that still holds its lock) takes a slot and is not
     started again; when it ends it is reported like ours, or, if it died unfinished, started
     again (it resumes from its checkpoint)."""
-    todo = [r for r in runs if not is_done(r, args.work)]
+    todo = [r for r in runs if not is_done(r, args.work, args.recorded)]
     active: dict = {}
     while todo or active:
-        for run in [r for r in todo if is_done(r, args.work)]:     # finished by another study process
+        for run in [r for r in todo if is_done(r, args.work, args.recorded)]:   # finished by another study process
             todo.remove(run)
             print(f"[{time.strftime('%H:%M:%S')}] {run['key']}: done (started by an earlier study process)", flush=True)
             on_finished(run, 0)
@@ -284,8 +324,8 @@ def run_all(runs: list[dict], args, on_finished, poll_seconds: float = 2.0) -> N
             rc = proc.poll()
             if rc is not None:
                 del active[key]
-                status = "done" if rc == 0 and is_done(run, args.work) else \
-                    f"FAILED (rc {rc}): {failure_line(run, args.work)}"
+                status = "done" if rc == 0 and is_done(run, args.work, args.recorded) else \
+                    f"FAILED (rc {rc}): {failure_line(run, args.work, args.recorded)}"
                 print(f"[{time.strftime('%H:%M:%S')}] {key}: {status}", flush=True)
                 on_finished(run, rc)
 
@@ -301,10 +341,11 @@ def log_warnings(run: dict, work: str) -> list[str]:
                    if "UserWarning:" in ln})
 
 
-def load_record(run: dict, work: str) -> dict | None:
-    """The JSON record of a done run: the summary's fields, the bench row of the pruned model."""
-    if not is_done(run, work):
-        return None
+def load_record(run: dict, work: str, recorded: dict | None = None) -> dict | None:
+    """The JSON record of a done run: the summary's fields, the bench row of the pruned model,
+    from its run directory when it was trained in WORK, else as the results file kept it."""
+    if not trained(run, work):
+        return (recorded or {}).get(run["key"])
     d = run_dir(run, work)
     s = json.load(open(os.path.join(d, "summary.json")))
     rec = {"key": run["key"], "label": run["label"], "updates": run["updates"],
@@ -374,10 +415,17 @@ def command_line(args) -> str:
     return " ".join(parts)
 
 
+def study_records(runs: list[dict], args) -> dict:
+    """Every finished run the results file already holds (:func:`recorded_runs`), read once per
+    process before anything is written: the study's memory across checkouts."""
+    return recorded_runs(output_paths(args)["results"], runs, run_config(runs[0], args).epochs, smoke_updates(args))
+
+
 def write_outputs(runs: list[dict], args, n_train) -> dict:
-    records = {r["key"]: rec for r in runs if (rec := load_record(r, args.work)) is not None}
+    recorded = study_records(runs, args)      # the file about to be rewritten keeps all of them
+    records = {r["key"]: rec for r in runs if (rec := load_record(r, args.work, recorded)) is not None}
     pending = [r["key"] for r in runs if r["key"] not in records]
-    failed = {r["key"]: line for r in runs if (line := failure_line(r, args.work))}
+    failed = {r["key"]: line for r in runs if (line := failure_line(r, args.work, recorded))}
     epochs = run_config(runs[0], args).epochs
     summary = study_summary({k: v for k, v in records.items() if v["label"] in METHODS},
                             [k for k in pending], n_train, epochs)
@@ -411,12 +459,12 @@ def parse_args(argv=None):
 
 def dry_run(runs: list[dict], args) -> None:
     for n, run in enumerate(runs, 1):
-        fail = failure_line(run, args.work)
+        fail = failure_line(run, args.work, args.recorded)
         pid = live_pid(pid_path(run, args.work))
-        state = "done" if is_done(run, args.work) else f"running (pid {pid})" if pid else \
-            (f"failed: {fail}" if fail else "pending")
+        state = "done" if trained(run, args.work) else "done (results file)" if run["key"] in args.recorded else \
+            f"running (pid {pid})" if pid else (f"failed: {fail}" if fail else "pending")
         print(f"{n:3d}  {run['key']:<28} {state}")
-    print(f"{sum(is_done(r, args.work) for r in runs)} of {len(runs)} done; work dir {args.work}")
+    print(f"{sum(is_done(r, args.work, args.recorded) for r in runs)} of {len(runs)} done; work dir {args.work}")
 
 
 def main(argv=None) -> None:
@@ -429,6 +477,7 @@ def main(argv=None) -> None:
         run_one(next(r for r in all_runs if r["key"] == args.run_one), args)
         return
     runs = select(all_runs, args.only)
+    args.recorded = study_records(all_runs, args)
     if args.dry_run:
         dry_run(runs, args)
         return

@@ -224,6 +224,90 @@ def test_report_from_run_directories_writes_json_and_doc_and_keeps_the_written_p
     assert "Written by hand." in (tmp_path / "fashion_full.md").read_text()
 
 
+def test_a_fresh_checkout_keeps_the_finished_runs_of_the_results_file(ff, tmp_path, capsys, monkeypatch):
+    """WORK is ignored by git, so a new machine's checkout has no run directories: the runs the
+    results file holds stay done (never trained again), --report rewrites the file byte for
+    byte from it, and a run trained here meanwhile joins them. A record that is not the plan's
+    run now (other config updates, another cycle length) is not adopted."""
+    import json
+    import shutil
+
+    work = tmp_path / "work"
+    d = work / "runs" / "dense-s0"
+    d.mkdir(parents=True)
+    rows = [{"epoch": e, "stage": "dense", "cpu_elapsed": 100.0 * (e + 1), "val_acc": 93.0} for e in range(4)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"method": "dense", "seed": 0, "epochs": 4, "final_test_acc": 94.0,
+                                                "final_val_acc": 93.5, "cpu_time": 400.0, "flops_ratio": 1.0,
+                                                "benchmark_complete": True}))
+    args = ff.parse_args(["--work", str(work), "--epochs", "4", "--subset", "1000"])
+    runs = ff.plan(4)
+    first = ff.write_outputs(runs, args, 900)
+    results = work / "fashion_full.json"
+    before = results.read_text()
+
+    shutil.rmtree(work / "runs")                                   # the new checkout: no run directories
+    args.recorded = ff.study_records(runs, args)
+    assert set(args.recorded) == {"dense-s0"}
+    assert ff.is_done(runs[0], args.work, args.recorded) and not ff.trained(runs[0], args.work)
+    ff.write_outputs(runs, args, 900)
+    assert results.read_text() == before                           # nothing lost, nothing changed
+    ff.dry_run(runs, args)
+    out = capsys.readouterr().out
+    assert "dense-s0                     done (results file)" in out and f"1 of {len(runs)} done" in out
+    started = []
+    monkeypatch.setattr(ff, "start_worker", lambda run, a: started.append(run["key"]))
+    ff.run_all(runs[:1], args, lambda run, rc: None)                # nothing to start: dense-s0 is done
+    assert started == []
+
+    # a run trained in this checkout joins the kept ones
+    d = work / "runs" / "ocspruner-s0"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"method": "ocspruner", "seed": 0, "epochs": 4, "final_test_acc": 93.5,
+                                                "final_val_acc": 93.0, "cpu_time": 300.0, "flops_ratio": 0.5,
+                                                "benchmark_complete": True}))
+    (d / "bench.json").write_text(json.dumps({"clock": "thread_cpu", "threads": 1, "rows": [
+        {"model": "pruned", "batch": 64, "speedup": 1.5, "theoretical_speedup": 2.0, "median_ms": 3.0}]}))
+    again = ff.write_outputs(runs, args, 900)
+    assert set(again["runs"]) == {"dense-s0", "ocspruner-s0"}
+    assert again["runs"]["dense-s0"] == first["runs"]["dense-s0"]
+
+    # a two-cycle method's record holds its own (longer) cycle: still the plan's run
+    rec = json.loads(results.read_text())
+    rec["runs"]["greg-s0"] = dict(rec["runs"]["dense-s0"], key="greg-s0", label="greg", method="greg", epochs=7)
+    results.write_text(json.dumps(rec))
+    assert set(ff.recorded_runs(str(results), runs, 4, ff.smoke_updates(args))) == {"dense-s0", "ocspruner-s0", "greg-s0"}
+    # not the plan's runs any more: another cycle length, other updates for the label, no smoke flags
+    assert ff.recorded_runs(str(results), ff.plan(5), 5, ff.smoke_updates(args)) == {}
+    capsys.readouterr()
+    changed = [dict(r, updates={"pruning.partition": "knapsack"}) if r["key"] == "dense-s0" else r for r in runs]
+    assert "dense-s0" not in ff.recorded_runs(str(results), changed, 4, ff.smoke_updates(args))
+    assert "so trained again: dense-s0" in capsys.readouterr().out
+    assert ff.recorded_runs(str(results), runs, 4, {}) == {}      # written with smoke flags: not the study's
+    results.write_text("{truncated")
+    with pytest.raises(SystemExit, match="not readable JSON.*git checkout"):
+        ff.study_records(runs, args)
+
+
+def test_a_failure_is_the_last_attempts_and_only_while_no_worker_holds_the_run(ff, tmp_path, monkeypatch):
+    """A worker that failed (no torch on a new machine) and was started again is not a failure
+    while it trains; the line reported is the last attempt's own error."""
+    run = ff.plan(4)[0]
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / f"{run['key']}.log"
+    log.write_text("=== 07:51 start\nTraceback (most recent call last):\nModuleNotFoundError: No module named 'torch'\n"
+                   "=== 07:52 start\n[07:53] dense-s0: epoch 0\n")
+    alive = {"pid": 4321}
+    monkeypatch.setattr(ff, "live_pid", lambda path: alive["pid"])
+    assert ff.failure_line(run, str(tmp_path)) is None                 # the second attempt is training
+    alive["pid"] = None
+    assert ff.failure_line(run, str(tmp_path)) is None                 # it stopped without a traceback
+    with open(log, "a") as fh:
+        fh.write("Traceback (most recent call last):\nValueError: bad shape\nRuntimeError: in fit\n")
+    assert ff.failure_line(run, str(tmp_path)) == "RuntimeError: in fit"
+    assert ff.failure_line(run, str(tmp_path), {run["key"]: {}}) is None  # kept in the results file: done
+
+
 def test_run_all_counts_runs_of_an_earlier_study_process_and_never_starts_them_again(ff, monkeypatch):
     """A study process restarted while its predecessor's workers still train: those runs take
     their slots (never more than --jobs processes), are not started twice, and are reported when
@@ -259,13 +343,14 @@ def test_run_all_counts_runs_of_an_earlier_study_process_and_never_starts_them_a
             len(started) - len(state["done"] - {"a"})
         peak[0] = max(peak[0], running)
 
-    monkeypatch.setattr(ff, "is_done", lambda run, work: run["key"] in state["done"])
+    monkeypatch.setattr(ff, "is_done", lambda run, work, recorded=None: run["key"] in state["done"])
     monkeypatch.setattr(ff, "live_pid", live)
     monkeypatch.setattr(ff, "start_worker", start)
     monkeypatch.setattr(ff.time, "sleep", sleep)
-    monkeypatch.setattr(ff, "failure_line", lambda run, work: None)
+    monkeypatch.setattr(ff, "failure_line", lambda run, work, recorded=None: None)
     finished = []
     args = ff.parse_args(["--jobs", "2", "--work", "/nonexistent"])
+    args.recorded = {}
     ff.run_all(runs, args, lambda run, rc: finished.append((run["key"], rc)))
     assert "a" not in started                      # still trained by the earlier process: never started
     assert started == ["b", "c", "d"]              # d died unfinished: started again, after b and c
