@@ -43,11 +43,17 @@ def table_lines(summary: dict, labels) -> list[str]:
             f"| {label} | {m['n']} ({','.join(map(str, m['seeds']))}) | {_f(m['acc'], '.2f')} ± {_f(m['acc_std'], '.2f')} "
             f"| {_f(m['drop'], '+.2f')} | {_f(m['flops_pct'], '.1f')} | {_f(m['params_pct'], '.1f')} "
             f"| {_f(m['inference_speedup'], '.2f', 'x')} | {_f(m['train_speedup'], '.2f', 'x')} "
-            f"| {_f(m['cpu_ratio'], '.2f', 'x')} | {_f(m.get('cpu_ratio_own_clock'), '.2f', 'x')} "
+            f"| {_f(m['cpu_ratio'], '.2f', 'x')}{_runs_of(m)} | {_f(m.get('cpu_ratio_own_clock'), '.2f', 'x')} "
             f"| {_f(None if m['cpu_time'] is None else m['cpu_time'] / 60, '.1f')} "
             f"| {_f(None if m['wall_time'] is None else m['wall_time'] / 60, '.1f')} "
             f"| {_f(m['full_size_epochs'], '.1f')} / {_f(m['pruned_epoch_cost'], '.2f', 'x')} | {ts} |")
     return lines
+
+
+def _runs_of(m: dict) -> str:
+    """" (k of n runs)" when the CPU ratio against dense covers fewer runs than the row has."""
+    k = m.get("cpu_ratio_runs")
+    return "" if k is None or k == m["n"] else f" ({k} of {m['n']} runs)"
 
 
 def fig1_rows(summary: dict) -> list[dict]:
@@ -256,7 +262,11 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
         "cost-aware one at the same FLOPs budget, channels priced by the measured training step (`pruning.price="
         "train_latency`), and `ocspruner_knapsack_cap50` that knapsack with no group pruned past half its width "
         "(`pruning.max_prune_fraction=0.5`, the shipped cap is 0.75); `snip` is the data-driven prune-at-init; `ato` steps its controller every iteration "
-        "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time. Where it "
+        "(`controller_every=1`). CPU time vs dense: mean CPU time / dense's mean CPU time, on the same "
+        "machine: a session on a fresh checkout trains on a new machine (fashion_full.json's `machines`; a run "
+        "with no `machine` trained in the study's first work directory), so a run is compared with dense's runs "
+        "on its machine, machines weighted by their runs, and a run on a machine without a dense run counts in "
+        "the own clock only (\"k of n runs\"). Where it "
         "comes from: the epochs that trained the full-size network (before the prune; GReg's and "
         "prune_finetune's dense cycle included) and the CPU time of a pruned epoch over a dense run's "
         "epoch (per-epoch CPU from metrics.jsonl).", "",

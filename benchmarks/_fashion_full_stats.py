@@ -60,6 +60,29 @@ def epoch_cpu_range(records) -> list[float] | None:
     return [min(full), max(full)] if full else None
 
 
+def same_machine_ratio(values: list[tuple], dense_values: list[tuple]) -> tuple[float | None, int]:
+    """A cost against dense's measured on the same machine, from ``(machine, value)`` pairs, and
+    how many values that covers. A run's ``machine`` is the work directory it trained in
+    (fashion_full.py stamps it; None: the study's first one): the study moves to a new machine
+    when a session starts on a fresh checkout, and the same epoch cost 282-356 s of CPU on the
+    first and 213 s on the next, so a ratio across machines measures the machines. Per machine
+    with dense values: (mean value there) / (mean dense value there), averaged with the values
+    as weights; a value from a machine without dense is left out (the own-clock ratio still
+    counts its run). On one machine: mean / mean dense."""
+    dense_by: dict = {}
+    for m, v in dense_values:
+        if v is not None:
+            dense_by.setdefault(m, []).append(v)
+    mine_by: dict = {}
+    for m, v in values:
+        if v is not None and m in dense_by:
+            mine_by.setdefault(m, []).append(v)
+    n = sum(len(v) for v in mine_by.values())
+    if not n:
+        return None, 0
+    return sum(len(v) * statistics.fmean(v) / statistics.fmean(dense_by[m]) for m, v in mine_by.items()) / n, n
+
+
 def mean_std(values) -> tuple:
     """Mean and sample std of the values given; the std is None below two values (one run has
     no spread: shown as "-", never as 0)."""
@@ -69,10 +92,11 @@ def mean_std(values) -> tuple:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def label_stats(records: list[dict], dense: dict | None, epochs: int | None = None) -> dict:
+def label_stats(records: list[dict], dense: dict | None, epochs: int | None = None,
+                dense_records: list[dict] | None = None) -> dict:
     """Mean ± std over one label's finished runs, with drop and CPU ratio against ``dense``'s
-    stats (the ratio is mean CPU time / mean dense CPU time); with ``epochs`` (the dense cycle's)
-    also the mean :func:`own_clock_ratio`."""
+    stats (the ratio: :func:`same_machine_cpu_ratio` against ``dense_records``); with ``epochs``
+    (the dense cycle's) also the mean :func:`own_clock_ratio`."""
     acc, acc_std = mean_std([r["final_test_acc"] for r in records])
     val_acc, _ = mean_std([r.get("final_val_acc") for r in records])
     cpu, _ = mean_std([r.get("cpu_time") for r in records])
@@ -84,20 +108,26 @@ def label_stats(records: list[dict], dense: dict | None, epochs: int | None = No
     # the cost split: epochs at full size per run, and a pruned epoch's CPU over a dense epoch's
     splits = [sp for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
     full_epochs, _ = mean_std([len(full) for full, _ in splits])
-    pruned_epoch_cpu, _ = mean_std([statistics.fmean(pruned) for _, pruned in splits if pruned])
-    dense_epoch_cpu = None if dense is None else dense.get("epoch_cpu")
     own_clock, _ = mean_std([own_clock_ratio(r.get("metrics") or [], epochs) for r in records] if epochs else [])
+    dense_records = dense_records or []
+    cpu_ratio, cpu_ratio_runs = same_machine_ratio([(r.get("machine"), r.get("cpu_time")) for r in records],
+                                                   [(r.get("machine"), r.get("cpu_time")) for r in dense_records])
+    # a pruned epoch against a dense epoch (every epoch of a dense run), machine by machine
+    pruned_epoch_cost, _ = same_machine_ratio(
+        [(r.get("machine"), statistics.fmean(sp[1])) for r in records
+         if (sp := epoch_costs(r.get("metrics") or [])) is not None and sp[1]],
+        [(r.get("machine"), statistics.fmean(sp[0])) for r in dense_records
+         if (sp := epoch_costs(r.get("metrics") or [])) is not None and sp[0]])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,
         "full_size_epochs": full_epochs,
         "epoch_cpu": None if not splits else statistics.fmean(c for full, pruned in splits for c in full + pruned),
-        "pruned_epoch_cost": None if pruned_epoch_cpu is None or not dense_epoch_cpu
-        else pruned_epoch_cpu / dense_epoch_cpu,
+        "pruned_epoch_cost": pruned_epoch_cost,
         "drop": None if dense is None or dense["acc"] is None or acc is None else dense["acc"] - acc,
         "flops_pct": None if flops is None else 100 * flops, "params_pct": None if params is None else 100 * params,
         "cpu_time": cpu, "wall_time": wall,
-        "cpu_ratio": None if dense is None or not dense["cpu_time"] or cpu is None else cpu / dense["cpu_time"],
+        "cpu_ratio": cpu_ratio, "cpu_ratio_runs": cpu_ratio_runs,
         "cpu_ratio_own_clock": own_clock,
         "inference_speedup": speed, "inference_speedup_std": speed_std, "train_speedup": train_speed,
         "clock": next(((r.get("bench") or {}).get("clock") for r in records if r.get("bench")), None),
@@ -142,9 +172,8 @@ def summarize(records: dict, pending: list[str], n_train: int | None, epochs: in
     for rec in records.values():
         by_label.setdefault(rec["label"], []).append(rec)
     dense = label_stats(by_label["dense"], None, epochs) if by_label.get("dense") else None
-    methods = {label: label_stats(by_label[label], dense, epochs) for label in labels if by_label.get(label)}
-    if dense is not None:
-        methods["dense"]["cpu_ratio"] = 1.0
+    methods = {label: label_stats(by_label[label], dense, epochs, by_label.get("dense"))
+               for label in labels if by_label.get(label)}
     ocs = [label for label in ocs_labels if label in methods]
     pick_seeds, pick_vals = pick_on_validation({label: by_label[label] for label in ocs})
     best = max(ocs, key=lambda label: pick_vals[label]) if ocs else None

@@ -45,7 +45,7 @@ from _fashion_full_doc import write_doc  # noqa: E402
 # the statistics live in _fashion_full_stats.py; the names are re-exported for knapsack_cap.py,
 # epoch_gap.py and the tests, which read this script as the study's one entry point
 from _fashion_full_stats import (clock_epochs, epoch_costs, epoch_cpu_range, goals, label_stats,  # noqa: E402,F401
-                                 mean_std, own_clock_ratio, summarize)
+                                 mean_std, own_clock_ratio, same_machine_ratio, summarize)
 
 CONFIG = "fashion_mnist_resnet20"
 DEFAULT_WORK = os.path.join(ROOT, "benchmarks", "work", "fashion_full")
@@ -341,6 +341,28 @@ def log_warnings(run: dict, work: str) -> list[str]:
                    if "UserWarning:" in ln})
 
 
+def work_machine(work: str) -> dict:
+    """The machine WORK's runs trained on, named when WORK is first used (WORK/machine.json). A
+    work directory never outlives its machine (it is ignored by git, so a fresh checkout starts
+    a new one), so every run trained in WORK shares this machine, and runs kept from an earlier
+    checkout's WORK (their records carry that ``machine``; the study's first work directory
+    stamped none) ran elsewhere: their CPU times are not compared with these (the summary's
+    same-machine ratios)."""
+    import platform
+    import uuid
+
+    path = os.path.join(work, "machine.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None) \
+        if os.path.exists("/proc/cpuinfo") else None
+    machine = {"id": uuid.uuid4().hex[:12], "first_used": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "cpu": cpu or platform.processor(), "cores": os.cpu_count()}
+    os.makedirs(work, exist_ok=True)
+    atomic_write_text(path, json.dumps(machine))
+    return machine
+
+
 def load_record(run: dict, work: str, recorded: dict | None = None) -> dict | None:
     """The JSON record of a done run: the summary's fields, the bench row of the pruned model,
     from its run directory when it was trained in WORK, else as the results file kept it."""
@@ -358,6 +380,7 @@ def load_record(run: dict, work: str, recorded: dict | None = None) -> dict | No
                         "theoretical_speedup": row["theoretical_speedup"], "median_ms": row["median_ms"],
                         "clock": b["clock"], "threads": b["threads"]}
     rec["metrics"] = epoch_series(d)
+    rec["machine"] = work_machine(work)["id"]
     return rec
 
 
@@ -415,6 +438,14 @@ def command_line(args) -> str:
     return " ".join(parts)
 
 
+def previous_machines(path: str) -> dict:
+    """The machines the results file at ``path`` names (:func:`work_machine`), by id."""
+    try:
+        return dict(json.load(open(path)).get("machines") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def study_records(runs: list[dict], args) -> dict:
     """Every finished run the results file already holds (:func:`recorded_runs`), read once per
     process before anything is written: the study's memory across checkouts."""
@@ -431,8 +462,11 @@ def write_outputs(runs: list[dict], args, n_train) -> dict:
                             [k for k in pending], n_train, epochs)
     paths = output_paths(args)
     os.makedirs(os.path.dirname(paths["results"]), exist_ok=True)
+    machines, here = previous_machines(paths["results"]), work_machine(args.work)
+    if any(r.get("machine") == here["id"] for r in records.values()):
+        machines[here["id"]] = here
     result = {"summary": summary, "failed": failed, "command": command_line(args), "config": CONFIG,
-              "updates": smoke_updates(args), "runs": records}
+              "updates": smoke_updates(args), "machines": machines, "runs": records}
     atomic_write_text(paths["results"], json.dumps(result, indent=1, default=str))
     write_doc(result, run_config(run_entry("recipe", "dense", "dense", 0, {}), args), list(METHODS), paths)
     return result

@@ -83,6 +83,27 @@ def test_summary_means_stds_ratios_and_pending(ff):
     assert s["complete"] is False                          # runs pending: the goals are provisional
 
 
+def test_cpu_ratios_compare_runs_with_dense_on_their_own_machine(ff):
+    """A session on a fresh checkout is a new machine (the same epoch cost 282-356 s of CPU on
+    the first, 213 s on the next): a run's CPU is compared with dense's on its machine only."""
+    def on(machine, r):
+        return {**r, "machine": machine}
+
+    records = [rec("dense", 0, 94.0, 100.0), rec("dense", 1, 93.0, 110.0),               # first machine (no stamp)
+               rec("ocspruner", 0, 93.0, 70.0), rec("ocspruner", 1, 92.0, 80.0),
+               on("b", rec("ocspruner", 2, 92.5, 40.0))]                                # faster machine, no dense there
+    s = ff.study_summary({r["key"]: r for r in records}, [], 54000, 15)
+    ocs = s["methods"]["ocspruner"]
+    assert ocs["cpu_ratio"] == pytest.approx(75.0 / 105.0) and ocs["cpu_ratio_runs"] == 2   # not (190 / 3) / 105
+    assert ocs["cpu_time"] == pytest.approx(190.0 / 3)                                  # the mean is still every run's
+    records.append(on("b", rec("dense", 2, 93.5, 60.0)))
+    s = ff.study_summary({r["key"]: r for r in records}, [], 54000, 15)
+    ocs = s["methods"]["ocspruner"]
+    assert ocs["cpu_ratio"] == pytest.approx((2 * 75.0 / 105.0 + 40.0 / 60.0) / 3) and ocs["cpu_ratio_runs"] == 3
+    assert s["methods"]["dense"]["cpu_ratio"] == 1.0 and s["methods"]["dense"]["cpu_ratio_runs"] == 3
+    assert ff.same_machine_ratio([("x", 5.0)], [("y", 10.0)]) == (None, 0)
+
+
 def test_best_variant_is_picked_on_validation_not_test(ff):
     records = [rec("dense", 0, 94.0, 100.0), rec("ocspruner", 0, 93.0, 80.0, val=92.9),
                rec("ocspruner_knapsack", 0, 93.6, 70.0, val=92.4)]
@@ -270,6 +291,9 @@ def test_a_fresh_checkout_keeps_the_finished_runs_of_the_results_file(ff, tmp_pa
         {"model": "pruned", "batch": 64, "speedup": 1.5, "theoretical_speedup": 2.0, "median_ms": 3.0}]}))
     again = ff.write_outputs(runs, args, 900)
     assert set(again["runs"]) == {"dense-s0", "ocspruner-s0"}
+    here = json.loads((work / "machine.json").read_text())        # WORK's machine, named when first used
+    assert again["runs"]["ocspruner-s0"]["machine"] == again["runs"]["dense-s0"]["machine"] == here["id"]
+    assert again["machines"] == {here["id"]: here} and here["cores"] == os.cpu_count()
     assert again["runs"]["dense-s0"] == first["runs"]["dense-s0"]
 
     # a two-cycle method's record holds its own (longer) cycle: still the plan's run
