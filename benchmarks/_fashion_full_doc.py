@@ -182,10 +182,17 @@ def paired_section(paired: dict | None, finished: list[str], labels=()) -> list[
               f"told apart from chance. Two seeds of one method differ significantly (p < 0.05) in "
               f"{s['seed_vs_seed_significant']} of {s['seed_vs_seed_pairs']} pairs."
               + (f" Not scored yet (finished since): {', '.join(missing)}; rerun the command." if missing else ""), ""]
+    unscored = s.get("unscored_pairs") or []
+    if unscored:
+        lines += [f"Not scorable: {len(unscored)} pairs with a run whose model was in an earlier machine's work "
+                  f"directory and whose right/wrong bits were not kept then "
+                  f"({', '.join(s.get('runs_without_predictions') or [])}; the pairs scored while those models "
+                  f"existed are kept): " + ", ".join(f"{a} - {b}" for _, a, b in unscored) + ".", ""]
     rows = paired["pairs"]
     from fashion_full_paired import split_key
 
-    seeds = sorted({split_key(r["a"])[1] for r in rows if r["kind"] != "fig_vs_ocspruner"})
+    fig_kinds = ("fig_vs_ocspruner", "fig4_vs_fig4")
+    seeds = sorted({split_key(r["a"])[1] for r in rows if r["kind"] not in fig_kinds})
 
     def find(kind, a_label, b_label, seed):
         return next((r for r in rows if r["kind"] == kind and r["a"] == f"{a_label}-s{seed}"
@@ -197,9 +204,10 @@ def paired_section(paired: dict | None, finished: list[str], labels=()) -> list[
     lines += [f"| dense | " + " | ".join(_pair_cell(find("vs_dense", best, "dense", k)) for k in seeds) + " |"]
     lines += [f"| {o} | " + " | ".join(_pair_cell(find("best_ocspruner_vs", best, o, k)) for k in seeds) + " |"
               for o in others]
-    fig = [r for r in rows if r["kind"] == "fig_vs_ocspruner"]
+    fig = [r for r in rows if r["kind"] in fig_kinds]
     if fig:
-        lines += ["", "| Fig. 3/4 run minus the paper partition's run of its seed | difference |", "|---|---|"]
+        lines += ["", "| Fig. 3/4 run minus the paper partition's run of its seed, or Fig. 4's runs against each "
+                  "other | difference |", "|---|---|"]
         lines += [f"| {r['a']} - {r['b']} | {_pair_cell(r)} |" for r in fig]
     return lines + [""]
 

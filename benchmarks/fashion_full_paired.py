@@ -14,14 +14,19 @@ against every other method; and each method against its own other seeds) it writ
 * McNemar's exact two-sided p: the chance of a split of b + c discordant images at least as
   uneven as b : c if both models were equally good (a fair coin per discordant image).
 
-Each final model's predictions are computed once (one thread) and cached in
-``WORK/predictions/<key>.npy``; the accuracy they give must equal the run's own
-``final_test_acc``, or the script stops (it would not be measuring the same model).
-Writes ``benchmarks/results/fashion_full_paired.json`` with a top-level ``summary``.
+Each final model's predictions are computed once (one thread), and the JSON keeps every run's
+right/wrong per image (``correct``, packed bits): the models live in fashion_full.py's WORK, which
+a fresh checkout does not have, and the pairs a later run makes need the earlier runs' bits. The
+accuracy they give must equal the run's recorded ``final_test_acc``, or the script stops (it
+would not be measuring the same model). A finished run with neither bits nor model (trained
+before the bits were kept, its work directory gone) keeps the pairs scored while its model
+existed; its new pairs are listed as unscored. Writes
+``benchmarks/results/fashion_full_paired.json`` with a top-level ``summary``.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import os
@@ -102,6 +107,11 @@ def pairs(keys: list[str], best: str | None) -> list[tuple[str, str, str]]:
             continue
         if best is not None and label != best and label != "dense" and (best, seed) in by:
             out.append(("best_ocspruner_vs", by[(best, seed)], k))
+    # Fig. 4's fixed pruning epochs against each other (is the accuracy best where J_avg levels off?)
+    fig4 = sorted((k for (label, _), k in by.items() if label.startswith("fig4-prune-at-")),
+                  key=lambda k: (split_key(k)[1], int(split_key(k)[0].rsplit("-", 1)[1])))
+    out += [("fig4_vs_fig4", a, b) for i, a in enumerate(fig4) for b in fig4[i + 1:]
+            if split_key(a)[1] == split_key(b)[1]]
     labels = sorted({label for label, _ in by if not label.startswith("fig")})
     for label in labels:
         seeds = sorted(s for lb, s in by if lb == label)
@@ -156,23 +166,71 @@ def study_epochs() -> int:
     return load_config(ff.CONFIG).epochs
 
 
-def predictions(run_dir: str, cache: str, dataset, batch_size: int) -> np.ndarray:
-    """The final model's predicted class per test image (cached), in the trainer's batches (one
-    thread, as the run tested it: the same arithmetic, so the same argmax)."""
+def predictions(run_dir: str, dataset, batch_size: int) -> np.ndarray:
+    """The final model's predicted class per test image, in the trainer's batches (one thread,
+    as the run tested it: the same arithmetic, so the same argmax)."""
     import torch
 
     from ocspruner.io import load
 
-    if os.path.exists(cache):
-        return np.load(cache)
     model = load(os.path.join(run_dir, "final_model.pt"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     with torch.no_grad():
-        pred = np.concatenate([model(x).argmax(1).numpy() for x, _ in loader]).astype(np.int64)
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    np.save(cache + ".tmp.npy", pred)
-    os.replace(cache + ".tmp.npy", cache)
-    return pred
+        return np.concatenate([model(x).argmax(1).numpy() for x, _ in loader]).astype(np.int64)
+
+
+def pack(correct: np.ndarray) -> str:
+    """A run's right/wrong per test image as text for the JSON: 10k images in 1,668 characters."""
+    return base64.b64encode(np.packbits(correct.astype(bool)).tobytes()).decode("ascii")
+
+
+def unpack(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), count=n).astype(bool)
+
+
+def score_runs(records: dict, kept: dict, trained_dirs: dict, labels: np.ndarray, test) -> tuple[dict, list[str]]:
+    """Right/wrong per test image for every finished run (``records``: key -> fashion_full.json's
+    record): as kept in this script's JSON (``kept``: key -> :func:`pack` text), else from the
+    final model of a run trained in WORK (``trained_dirs``: key -> run dir; ``test``: (dataset,
+    batch size)). Each must score the run's recorded ``final_test_acc`` exactly, or the script
+    stops (it would not be measuring that model). Returns them and the finished runs that have
+    neither (their model was in a work directory that is gone)."""
+    correct, lost = {}, []
+    for key, rec in records.items():
+        if key in kept:
+            c = unpack(kept[key], len(labels))
+            where = "the kept right/wrong bits"
+        elif key in trained_dirs:
+            c = predictions(trained_dirs[key], *test) == labels
+            where = f"the final model in {trained_dirs[key]}"
+        else:
+            lost.append(key)
+            continue
+        acc = 100.0 * c.mean()
+        if abs(acc - rec["final_test_acc"]) > 1e-9:
+            raise SystemExit(f"{key}: {where} score {acc:.4f}%, the run recorded {rec['final_test_acc']:.4f}%; "
+                             f"not the run's model or test set (drop {key} from {RESULT_NAME}'s \"correct\" and rerun)")
+        correct[key] = c
+    return correct, lost
+
+
+def merge_rows(fresh: list[dict], old: list[dict], defined: list[tuple], lost: list[str]) -> tuple[list[dict], list]:
+    """The pairs of this run (``fresh``) and, of the pairs still ``defined`` that involve a
+    ``lost`` run, the ones an earlier run scored (``old``: kept as they were measured, when that
+    run's model existed); the defined pairs nobody can score now are returned second."""
+    have = {(r["kind"], r["a"], r["b"]) for r in fresh}
+    old_by = {(r["kind"], r["a"], r["b"]): r for r in old}
+    kept, unscored = [], []
+    for p in defined:
+        if p in have or not (p[1] in lost or p[2] in lost):
+            continue
+        if p in old_by:
+            kept.append(old_by[p])
+        else:
+            unscored.append(list(p))
+    order = {p: i for i, p in enumerate(defined)}
+    rows = sorted(fresh + kept, key=lambda r: order[(r["kind"], r["a"], r["b"])])
+    return rows, unscored
 
 
 def main(argv=None) -> dict:
@@ -182,35 +240,39 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=ff.DEFAULT_WORK, help="fashion_full.py's work directory")
-    ap.add_argument("--out", default=RESULT, help="the JSON to write")
+    ap.add_argument("--out", default=RESULT, help="the JSON to write (and read: what it kept)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     study = json.load(open(os.path.join(ROOT, "benchmarks", "results", "fashion_full.json")))
     best = study["summary"].get("best_ocspruner_method")
-    runs = [r for r in ff.plan(study_epochs()) if ff.is_done(r, args.work)]
-    if not runs:
-        raise SystemExit(f"no finished run in {args.work}; run benchmarks/fashion_full.py first")
+    order = [r["key"] for r in ff.plan(study_epochs())]
+    records = {k: study["runs"][k] for k in order if k in study["runs"]}
+    if not records:
+        raise SystemExit("no finished run in benchmarks/results/fashion_full.json; run benchmarks/fashion_full.py first")
+    on_file = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    trained_dirs = {r["key"]: ff.run_dir(r, args.work) for r in ff.plan(study_epochs())
+                    if r["key"] in records and ff.trained(r, args.work)}
     dataset, batch_size = study_test_set()
     labels = np.concatenate([y.numpy() for _, y in torch.utils.data.DataLoader(dataset, batch_size=1000)])
-    correct, accs = {}, {}
-    for run in runs:
-        d = ff.run_dir(run, args.work)
-        pred = predictions(d, os.path.join(args.work, "predictions", run["key"] + ".npy"), dataset, batch_size)
-        correct[run["key"]] = pred == labels
-        acc = 100.0 * correct[run["key"]].mean()
-        recorded = json.load(open(os.path.join(d, "summary.json")))["final_test_acc"]
-        if abs(acc - recorded) > 1e-9:
-            raise SystemExit(f"{run['key']}: its predictions score {acc:.4f}%, the run recorded {recorded:.4f}%; "
-                             f"the test set or the model is not the run's (delete {args.work}/predictions and retry)")
-        accs[run["key"]] = acc
-    rows = [{"kind": kind, **compare(a, b, correct)} for kind, a, b in pairs(list(correct), best)]
+    correct, lost = score_runs(records, on_file.get("correct") or {}, trained_dirs, labels, (dataset, batch_size))
+    fresh = [{"kind": kind, **compare(a, b, correct)} for kind, a, b in pairs(list(correct), best)]
+    rows, unscored = merge_rows(fresh, on_file.get("pairs") or [], pairs(list(records), best), lost)
+    accs = {k: round(100.0 * c.mean(), 4) for k, c in correct.items()}
+    accs.update({k: v for k, v in (on_file.get("runs") or {}).items() if k in lost})   # scored before
+    summary = summarize(rows, best)
+    summary["runs_without_predictions"] = lost
+    summary["unscored_pairs"] = unscored
     result = {"command": "python benchmarks/fashion_full_paired.py", "n_test": int(len(labels)),
-              "runs": {k: round(v, 4) for k, v in accs.items()}, "summary": summarize(rows, best), "pairs": rows}
+              "runs": {k: accs[k] for k in records if k in accs}, "summary": summary, "pairs": rows,
+              "correct": {k: pack(c) for k, c in correct.items()}}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1))
     s = result["summary"]
-    print(f"{len(correct)} runs, {len(rows)} pairs; median paired error {s['median_paired_se_points']:.3f} points "
+    print(f"{len(correct)} runs scored, {len(rows)} pairs; median paired error {s['median_paired_se_points']:.3f} points "
           f"(a difference of {s['resolvable_difference_points']:.2f} is 1.96 of them)")
+    if lost:
+        print(f"  no predictions (model gone with an earlier work directory): {', '.join(lost)}; "
+              f"{len(unscored)} pairs with them unscored")
     for name in ("dense", "random", "pai"):
         for r in s[f"best_ocspruner_vs_{name}"]:
             print(f"  {best} - {name} (seed {r['seed']}): {r['diff_points']:+.2f} +- {r['paired_se_points']:.2f}, "

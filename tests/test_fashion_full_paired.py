@@ -75,3 +75,39 @@ def test_fig_runs_are_compared_with_the_paper_partition_and_dense_only(fp):
     assert sorted(fig) == sorted([("vs_dense", "fig4-prune-at-3-s0", "dense-s0"), ("vs_dense", "fig3-noreg-s0", "dense-s0"),
                                   ("fig_vs_ocspruner", "fig4-prune-at-3-s0", "ocspruner-s0"),
                                   ("fig_vs_ocspruner", "fig3-noreg-s0", "ocspruner-s0")])
+
+
+def test_fig4_runs_are_paired_with_each_other_in_epoch_order(fp):
+    got = fp.pairs(["ocspruner-s0", "fig4-prune-at-12-s0", "fig4-prune-at-3-s0", "fig4-prune-at-6-s0"], None)
+    assert [(a, b) for k, a, b in got if k == "fig4_vs_fig4"] == [
+        ("fig4-prune-at-3-s0", "fig4-prune-at-6-s0"), ("fig4-prune-at-3-s0", "fig4-prune-at-12-s0"),
+        ("fig4-prune-at-6-s0", "fig4-prune-at-12-s0")]
+
+
+def test_right_wrong_bits_are_kept_and_checked_against_the_record(fp):
+    """The JSON keeps each run's right/wrong bits (the models go with the work directory): they
+    round-trip, a run is scored from them, a run with neither bits nor model is named, and bits
+    that do not give the recorded accuracy stop the script."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 10000)
+    c = rng.random(10000) < 0.93
+    text = fp.pack(c)
+    assert len(text) == 1668 and (fp.unpack(text, 10000) == c).all()
+    records = {"a-s0": {"final_test_acc": 100.0 * c.mean()}, "b-s0": {"final_test_acc": 90.0}}
+    correct, lost = fp.score_runs(records, {"a-s0": text}, {}, labels, None)
+    assert list(correct) == ["a-s0"] and (correct["a-s0"] == c).all() and lost == ["b-s0"]
+    records["a-s0"]["final_test_acc"] += 0.01                  # another model than the bits' one
+    with pytest.raises(SystemExit, match="a-s0: the kept right/wrong bits score"):
+        fp.score_runs(records, {"a-s0": text}, {}, labels, None)
+
+
+def test_pairs_with_a_lost_run_keep_what_was_scored_and_name_the_rest(fp):
+    defined = [("vs_dense", "x-s0", "dense-s0"), ("vs_dense", "x-s1", "dense-s1"), ("vs_dense", "y-s2", "dense-s2"),
+               ("seed_vs_seed", "x-s0", "x-s1")]
+    old = [{"kind": "vs_dense", "a": "x-s0", "b": "dense-s0", "diff_points": -0.3},
+           {"kind": "best_ocspruner_vs", "a": "x-s0", "b": "z-s0", "diff_points": 0.1}]     # no longer defined
+    fresh = [{"kind": "vs_dense", "a": "y-s2", "b": "dense-s2", "diff_points": 0.2}]
+    rows, unscored = fp.merge_rows(fresh, old, defined, lost=["x-s0", "dense-s0", "dense-s1"])
+    assert [(r["kind"], r["a"], r["b"]) for r in rows] == [("vs_dense", "x-s0", "dense-s0"), ("vs_dense", "y-s2", "dense-s2")]
+    assert rows[0]["diff_points"] == -0.3                      # as measured while the models existed
+    assert unscored == [["vs_dense", "x-s1", "dense-s1"], ["seed_vs_seed", "x-s0", "x-s1"]]
