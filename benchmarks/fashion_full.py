@@ -19,6 +19,12 @@ top-level ``summary``) and ``docs/fashion_full.md`` (table, Fig. 1, 3, 4) are re
 finished are listed as pending, never counted as zeros. The doc's "What it shows" section is
 written by a person and kept across rewrites.
 
+The results file is the study's memory: WORK is ignored by git, so a fresh checkout (a new
+machine) has none of it, and the same command continues there. A run the results file holds is
+done (its record is kept as it is), a run that was training is started again from scratch, and
+CPU times are compared with dense's on the same machine only (``machine`` per run). On a new
+machine: ``pip install torch==2.13.0 -e .`` and ``apt-get install dataset-fashion-mnist`` first.
+
 ``--subset``, ``--epochs`` and ``--val-fraction`` exist for smoke tests only: with any of them the
 outputs go to WORK (fashion_full.json, fashion_full.md, PNGs), never to the repository's files.
 """
