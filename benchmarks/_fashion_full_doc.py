@@ -184,10 +184,11 @@ def paired_section(paired: dict | None, finished: list[str], labels=()) -> list[
               + (f" Not scored yet (finished since): {', '.join(missing)}; rerun the command." if missing else ""), ""]
     unscored = s.get("unscored_pairs") or []
     if unscored:
-        lines += [f"Not scorable: {len(unscored)} pairs with a run whose model was in an earlier machine's work "
-                  f"directory and whose right/wrong bits were not kept then "
-                  f"({', '.join(s.get('runs_without_predictions') or [])}; the pairs scored while those models "
-                  f"existed are kept): " + ", ".join(f"{a} - {b}" for _, a, b in unscored) + ".", ""]
+        lost = s.get("runs_without_predictions") or []
+        lines += [f"Not scorable: {len(unscored)} pairs with one of {len(lost)} runs whose models went with an "
+                  f"earlier machine's work directory before their right/wrong bits were kept (the pairs scored "
+                  f"while those models existed are kept above): "
+                  + ", ".join(f"{a} - {b}" for _, a, b in unscored) + ".", ""]
     rows = paired["pairs"]
     from fashion_full_paired import split_key
 

@@ -428,4 +428,11 @@ def test_paired_section_orders_rows_by_the_table_and_names_unscored_runs(doc):
     assert text.index("| random | -0.10") < text.index("| snip | +0.20")      # the table's order, not the alphabet
     assert "| fig4-prune-at-3-s0 - ocspruner-s0 | -0.60 ± 0.19 (p 0.002) |" in text
     assert "Not scored yet (finished since): dense-s1" in text
+    assert "Not scorable" not in text
+    paired["summary"].update(runs_without_predictions=["dense-s0", "ocspruner-s0"],
+                             unscored_pairs=[["fig4_vs_fig4", "fig4-prune-at-3-s0", "fig4-prune-at-6-s0"],
+                                             ["vs_dense", "cap-s2", "dense-s2"]])
+    text = "\n".join(doc.paired_section(paired, ["dense-s0"], ["dense", "cap"]))
+    assert "Not scorable: 2 pairs with one of 2 runs whose models went with an earlier machine's work" in text
+    assert "kept above): fig4-prune-at-3-s0 - fig4-prune-at-6-s0, cap-s2 - dense-s2." in text
     assert doc.paired_section(None, ["dense-s0"])[-2] == "Not computed yet."
