@@ -151,18 +151,44 @@ def test_what_it_shows_is_kept_across_rewrites(doc, tmp_path):
 
 
 def test_fig4_table_has_validation_beside_test_and_j_avg(doc, tmp_path):
+    """J_avg is read from the fixed run that prunes last (until its prune it is OCSPruner on the
+    fixed runs' machine), with the epoch Eq. 6 would have fired there; from ocspruner-s0 when no
+    fixed run has finished."""
     metrics = [{"epoch": e, "similarity_avg": j} for e, j in ((1, None), (2, 0.90), (3, 0.95), (6, 0.985))]
+    fixed6 = [{"epoch": e, "stage": st, "similarity_avg": j} for e, st, j in
+              ((1, "search", None), (2, "search", 0.91), (3, "sparsity", 0.96), (4, "sparsity", 0.99),
+               (5, "sparsity", 1.0), (6, "pruned", None))]
     runs = {"fig4-prune-at-3-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 3}},
                                    "final_test_acc": 92.5, "final_val_acc": 92.1},
             "fig4-prune-at-6-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 6}},
-                                   "final_test_acc": 93.0, "final_val_acc": None},
+                                   "final_test_acc": 93.0, "final_val_acc": None, "metrics": fixed6},
             "ocspruner-s0": {"label": "ocspruner", "t_star": 6, "seed": 0, "final_test_acc": 93.2,
                              "final_val_acc": 93.4, "metrics": metrics}}
-    lines = doc.fig4_section(runs, str(tmp_path / "f4.png"))
-    assert "| 3 (fixed) | 92.10 | 92.50 | 0.950 |" in lines
-    assert "| 6 (fixed) | - | 93.00 | 0.985 |" in lines
+    lines = doc.fig4_section(runs, str(tmp_path / "f4.png"), epsilon=0.005)
+    assert "| pruning epoch | final validation acc | final test acc | J_avg at that epoch (fig4-prune-at-6-s0) |" in lines
+    assert "| 3 (fixed) | 92.10 | 92.50 | 0.960 |" in lines
+    assert "| 6 (fixed) | - | 93.00 | - |" in lines
+    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | - |" in lines
+    assert any(line.startswith("Eq. 6 would have fired at epoch 5 in fig4-prune-at-6-s0") for line in lines)
+    only_auto = {"ocspruner-s0": runs["ocspruner-s0"]}
+    lines = doc.fig4_section(only_auto, str(tmp_path / "f4b.png"))
     assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | 0.985 |" in lines
+    assert not any(line.startswith("Eq. 6 would") for line in lines)
     assert doc.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
+
+
+def test_fig3_across_machines_says_what_the_machine_alone_moved(doc, tmp_path):
+    def run(machine, javg, val0, t_sl):
+        return {"label": "x", "machine": machine, "t_sl_start": t_sl, "t_star": 8, "final_test_acc": 93.0,
+                "metrics": [{"epoch": e, "similarity_avg": j, "val_acc": val0 if e == 0 else 90.0}
+                            for e, j in enumerate(javg)]}
+    runs = {"ocspruner-s0": run(None, [None, None, 0.66, 0.79, 0.80, 0.82, 0.95], 84.77, 5),
+            "fig3-noreg-s0": run("b", [None, None, 0.70, 0.80, 0.81, 0.83, 0.84], 83.58, 5)}
+    text = "\n".join(doc.fig3_section(runs, 0.005, str(tmp_path / "f3.png")))
+    assert "epoch-0 validation reads 84.77% and 83.58%" in text
+    assert "until Eq. 5 fired (epoch 5) J_avg differs by up to 0.040" in text       # epochs 2-4 only
+    runs["fig3-noreg-s0"]["machine"] = None
+    assert "different machines" not in "\n".join(doc.fig3_section(runs, 0.005, str(tmp_path / "f3.png")))
 
 
 def test_cost_split_counts_full_size_epochs_and_the_pruned_epochs_cost(ff, doc):
