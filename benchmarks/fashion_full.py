@@ -362,8 +362,13 @@ def work_machine(work: str) -> dict:
         return json.load(open(path))
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None) \
         if os.path.exists("/proc/cpuinfo") else None
+    import torch
+
+    # the kernels torch runs follow the instruction set, and round differently (the same seed
+    # drifts from epoch 0 across machines): recorded so a drift can be read against it
     machine = {"id": uuid.uuid4().hex[:12], "first_used": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "cpu": cpu or platform.processor(), "cores": os.cpu_count()}
+               "cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     os.makedirs(work, exist_ok=True)
     atomic_write_text(path, json.dumps(machine))
     return machine

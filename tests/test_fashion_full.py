@@ -320,6 +320,8 @@ def test_a_fresh_checkout_keeps_the_finished_runs_of_the_results_file(ff, tmp_pa
     here = json.loads((work / "machine.json").read_text())        # WORK's machine, named when first used
     assert again["runs"]["ocspruner-s0"]["machine"] == again["runs"]["dense-s0"]["machine"] == here["id"]
     assert again["machines"] == {here["id"]: here} and here["cores"] == os.cpu_count()
+    import torch
+    assert here["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert again["runs"]["dense-s0"] == first["runs"]["dense-s0"]
 
     # a two-cycle method's record holds its own (longer) cycle: still the plan's run
