@@ -83,6 +83,11 @@ def same_machine_ratio(values: list[tuple], dense_values: list[tuple]) -> tuple[
     return sum(len(v) * statistics.fmean(v) / statistics.fmean(dense_by[m]) for m, v in mine_by.items()) / n, n
 
 
+def machine_splits(records: list[dict]) -> list[tuple]:
+    """``(machine, epoch_costs(...))`` of each record whose every epoch has its CPU time."""
+    return [(r.get("machine"), sp) for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
+
+
 def mean_std(values) -> tuple:
     """Mean and sample std of the values given; the std is None below two values (one run has
     no spread: shown as "-", never as 0)."""
@@ -95,7 +100,7 @@ def mean_std(values) -> tuple:
 def label_stats(records: list[dict], dense: dict | None, epochs: int | None = None,
                 dense_records: list[dict] | None = None) -> dict:
     """Mean ± std over one label's finished runs, with drop and CPU ratio against ``dense``'s
-    stats (the ratio: :func:`same_machine_cpu_ratio` against ``dense_records``); with ``epochs``
+    stats (the ratio: :func:`same_machine_ratio` against ``dense_records``); with ``epochs``
     (the dense cycle's) also the mean :func:`own_clock_ratio`."""
     acc, acc_std = mean_std([r["final_test_acc"] for r in records])
     val_acc, _ = mean_std([r.get("final_val_acc") for r in records])
@@ -106,7 +111,8 @@ def label_stats(records: list[dict], dense: dict | None, epochs: int | None = No
     flops, _ = mean_std([r.get("flops_ratio") for r in records])
     params, _ = mean_std([r.get("params_ratio") for r in records])
     # the cost split: epochs at full size per run, and a pruned epoch's CPU over a dense epoch's
-    splits = [sp for r in records if (sp := epoch_costs(r.get("metrics") or [])) is not None]
+    split_by_machine = machine_splits(records)
+    splits = [sp for _, sp in split_by_machine]
     full_epochs, _ = mean_std([len(full) for full, _ in splits])
     own_clock, _ = mean_std([own_clock_ratio(r.get("metrics") or [], epochs) for r in records] if epochs else [])
     dense_records = dense_records or []
@@ -114,10 +120,8 @@ def label_stats(records: list[dict], dense: dict | None, epochs: int | None = No
                                                    [(r.get("machine"), r.get("cpu_time")) for r in dense_records])
     # a pruned epoch against a dense epoch (every epoch of a dense run), machine by machine
     pruned_epoch_cost, _ = same_machine_ratio(
-        [(r.get("machine"), statistics.fmean(sp[1])) for r in records
-         if (sp := epoch_costs(r.get("metrics") or [])) is not None and sp[1]],
-        [(r.get("machine"), statistics.fmean(sp[0])) for r in dense_records
-         if (sp := epoch_costs(r.get("metrics") or [])) is not None and sp[0]])
+        [(m, statistics.fmean(pruned)) for m, (_, pruned) in split_by_machine if pruned],
+        [(m, statistics.fmean(full)) for m, (full, _) in machine_splits(dense_records) if full])
     return {
         "n": len(records), "seeds": sorted(r["seed"] for r in records), "acc": acc, "acc_std": acc_std,
         "val_acc": val_acc,

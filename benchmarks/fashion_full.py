@@ -178,6 +178,17 @@ def is_done(run: dict, work: str, recorded: dict | None = None) -> bool:
     return run["key"] in (recorded or {}) or trained(run, work)
 
 
+def read_results(path: str) -> dict:
+    """The results file at ``path`` as written ({} when there is none yet); a file that is not
+    JSON stops the study with one line, before anything overwrites it."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        return json.load(open(path))
+    except ValueError as exc:
+        raise SystemExit(f"{path} is not readable JSON ({exc}); restore it with git checkout -- {path}")
+
+
 def recorded_runs(path: str, runs: list[dict], epochs: int, updates: dict) -> dict:
     """The finished runs the results file at ``path`` holds, by key: the durable record of the
     study. WORK is ignored by git, so a fresh checkout (a new session's machine) has none of its
@@ -186,12 +197,7 @@ def recorded_runs(path: str, runs: list[dict], epochs: int, updates: dict) -> di
     only when it is the plan's run now (same label, method, seed and config updates) in a file
     written for the same recipe, cycle length and smoke flags; anything else is trained again,
     and the lines naming it are printed (git keeps the file they were in)."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        on_file = json.load(open(path))
-    except ValueError as exc:
-        raise SystemExit(f"{path} is not readable JSON ({exc}); restore it with git checkout -- {path}")
+    on_file = read_results(path)
     kept = on_file.get("runs") or {}
     if on_file.get("config") != CONFIG or (on_file.get("updates") or {}) != updates or \
             (on_file.get("summary") or {}).get("epochs") != epochs:
@@ -449,17 +455,10 @@ def command_line(args) -> str:
     return " ".join(parts)
 
 
-def previous_machines(path: str) -> dict:
-    """The machines the results file at ``path`` names (:func:`work_machine`), by id."""
-    try:
-        return dict(json.load(open(path)).get("machines") or {})
-    except (OSError, ValueError):
-        return {}
-
-
 def study_records(runs: list[dict], args) -> dict:
-    """Every finished run the results file already holds (:func:`recorded_runs`), read once per
-    process before anything is written: the study's memory across checkouts."""
+    """Every finished run the results file already holds (:func:`recorded_runs`): the study's
+    memory across checkouts. Read at start (which runs to train) and before each rewrite (the
+    rewrite keeps them all)."""
     return recorded_runs(output_paths(args)["results"], runs, run_config(runs[0], args).epochs, smoke_updates(args))
 
 
@@ -473,7 +472,7 @@ def write_outputs(runs: list[dict], args, n_train) -> dict:
                             [k for k in pending], n_train, epochs)
     paths = output_paths(args)
     os.makedirs(os.path.dirname(paths["results"]), exist_ok=True)
-    machines, here = previous_machines(paths["results"]), work_machine(args.work)
+    machines, here = dict(read_results(paths["results"]).get("machines") or {}), work_machine(args.work)
     if any(r.get("machine") == here["id"] for r in records.values()):
         machines[here["id"]] = here
     result = {"summary": summary, "failed": failed, "command": command_line(args), "config": CONFIG,

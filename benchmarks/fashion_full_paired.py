@@ -245,13 +245,12 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     study = json.load(open(os.path.join(ROOT, "benchmarks", "results", "fashion_full.json")))
     best = study["summary"].get("best_ocspruner_method")
-    order = [r["key"] for r in ff.plan(study_epochs())]
-    records = {k: study["runs"][k] for k in order if k in study["runs"]}
+    finished = [r for r in ff.plan(study_epochs()) if r["key"] in study["runs"]]     # in plan order
+    records = {r["key"]: study["runs"][r["key"]] for r in finished}
     if not records:
         raise SystemExit("no finished run in benchmarks/results/fashion_full.json; run benchmarks/fashion_full.py first")
     on_file = json.load(open(args.out)) if os.path.exists(args.out) else {}
-    trained_dirs = {r["key"]: ff.run_dir(r, args.work) for r in ff.plan(study_epochs())
-                    if r["key"] in records and ff.trained(r, args.work)}
+    trained_dirs = {r["key"]: ff.run_dir(r, args.work) for r in finished if ff.trained(r, args.work)}
     dataset, batch_size = study_test_set()
     labels = np.concatenate([y.numpy() for _, y in torch.utils.data.DataLoader(dataset, batch_size=1000)])
     correct, lost = score_runs(records, on_file.get("correct") or {}, trained_dirs, labels, (dataset, batch_size))
