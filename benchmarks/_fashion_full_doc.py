@@ -166,19 +166,26 @@ def j_avg_reference(runs: dict) -> str | None:
     return "ocspruner-s0" if "ocspruner-s0" in runs else None
 
 
-def fig4_section(runs: dict, path: str, epsilon: float = 0.0) -> list[str]:
+def fig4_section(runs: dict, path: str, epsilon: float = 0.0, epochs: int | None = None) -> list[str]:
+    """Fig. 4: each fixed run's final accuracy and CPU cost (own clock: pruning earlier is cheaper,
+    and that is the trade a user makes) beside J_avg at its pruning epoch."""
+    from _fashion_full_stats import own_clock_ratio
+
     ref = j_avg_reference(runs)
     j_avg = runs[ref].get("metrics", []) if ref else []
     javg_at = {r["epoch"]: r.get("similarity_avg") for r in j_avg}
     points = sorted(({"prune_epoch": r["updates"]["method_options"]["prune_epoch"], "acc": r["final_test_acc"],
-                      "val": r.get("final_val_acc")}
+                      "val": r.get("final_val_acc"),
+                      "cpu": own_clock_ratio(r.get("metrics") or [], epochs) if epochs else None}
                      for r in runs.values() if r["label"] == "fig4"), key=lambda p: p["prune_epoch"])
-    autos = [{"t_star": r["t_star"], "acc": r["final_test_acc"], "val": r.get("final_val_acc"), "seed": r["seed"]}
+    autos = [{"t_star": r["t_star"], "acc": r["final_test_acc"], "val": r.get("final_val_acc"), "seed": r["seed"],
+              "cpu": own_clock_ratio(r.get("metrics") or [], epochs) if epochs else None}
              for r in runs.values() if r["label"] == "ocspruner" and r.get("t_star") is not None]
     lines = ["## Fig. 4: is the final accuracy best where J_avg levels off?", "",
              "`ocspruner_fixed` (t* fixed in advance, seed 0) at epochs across the cycle, beside J_avg "
              f"({ref or '-'}'s: until its prune a fixed run searches and regularises as OCSPruner does, on the "
-             "fixed runs' machine) and the automatic t* of every OCSPruner seed.", ""]
+             "fixed runs' machine) and the automatic t* of every OCSPruner seed. CPU on each run's own clock (the "
+             "paragraph \"Cost\" above): what pruning earlier saves.", ""]
     if not points and not autos:
         return lines + ["Pending.", ""]
     if ref and ref != "ocspruner-s0":
@@ -187,12 +194,12 @@ def fig4_section(runs: dict, path: str, epsilon: float = 0.0) -> list[str]:
         lines += [f"Eq. 6 would have fired at epoch {_f(eq6, 'd')} in {ref} (the first regularised epoch with "
                   f"J_avg >= 1 - epsilon; '-': not before its prune).", ""]
     # validation accuracy beside test: a recipe choice (the prune cap) is read off the validation column
-    lines += [f"| pruning epoch | final validation acc | final test acc | J_avg at that epoch ({ref or '-'}) |",
-              "|---|---|---|---|"]
-    lines += [f"| {p['prune_epoch']} (fixed) | {_f(p['val'], '.2f')} | {p['acc']:.2f} | "
+    lines += ["| pruning epoch | final validation acc | final test acc | CPU vs dense, own clock | "
+              f"J_avg at that epoch ({ref or '-'}) |", "|---|---|---|---|---|"]
+    lines += [f"| {p['prune_epoch']} (fixed) | {_f(p['val'], '.2f')} | {p['acc']:.2f} | {_f(p['cpu'], '.2f', 'x')} | "
               f"{_f(javg_at.get(p['prune_epoch']), '.3f')} |" for p in points]
     lines += [f"| {a['t_star']} (automatic, seed {a['seed']}) | {_f(a['val'], '.2f')} | {a['acc']:.2f} | "
-              f"{_f(javg_at.get(a['t_star']), '.3f')} |" for a in autos]
+              f"{_f(a['cpu'], '.2f', 'x')} | {_f(javg_at.get(a['t_star']), '.3f')} |" for a in autos]
     png = plot_fig4(points, autos, j_avg, path, ref or "-")
     return lines + ([""] + ([f"![Fig. 4]({os.path.basename(png)})"] if png else []) + [""])
 
@@ -342,7 +349,7 @@ def write_doc(result: dict, cfg, labels, paths: dict) -> None:
     lines += ["## Fig. 1: accuracy vs FLOPs", "",
               f"![Fig. 1]({os.path.basename(fig1)})" if fig1 else "Pending.", ""]
     lines += fig3_section(runs, p.epsilon, paths["fig3"])
-    lines += fig4_section(runs, paths["fig4"], p.epsilon)
+    lines += fig4_section(runs, paths["fig4"], p.epsilon, cfg.epochs)
     paired = json.load(open(paths["paired"])) if os.path.exists(paths["paired"]) else None
     lines += paired_section(paired, list(runs), labels)
     lines += [WHAT_IT_SHOWS_HEAD, "", kept_section(paths["doc"]), ""]

@@ -150,29 +150,36 @@ def test_what_it_shows_is_kept_across_rewrites(doc, tmp_path):
     assert doc.kept_section(str(path)) == "OCSPruner wins.\nTwo lines."
 
 
-def test_fig4_table_has_validation_beside_test_and_j_avg(doc, tmp_path):
+def test_fig4_table_has_validation_beside_test_cpu_and_j_avg(doc, tmp_path):
     """J_avg is read from the fixed run that prunes last (until its prune it is OCSPruner on the
     fixed runs' machine), with the epoch Eq. 6 would have fired there; from ocspruner-s0 when no
-    fixed run has finished."""
+    fixed run has finished. Each row's CPU is on its own clock: its epochs' CPU over the cycle's
+    epochs x its mean full-size epoch."""
     metrics = [{"epoch": e, "similarity_avg": j} for e, j in ((1, None), (2, 0.90), (3, 0.95), (6, 0.985))]
-    fixed6 = [{"epoch": e, "stage": st, "similarity_avg": j} for e, st, j in
-              ((1, "search", None), (2, "search", 0.91), (3, "sparsity", 0.96), (4, "sparsity", 0.99),
-               (5, "sparsity", 1.0), (6, "pruned", None))]
+    # 6 epochs of a 6-epoch cycle, cumulative CPU: full-size epochs 10, 10, 10, 10, 10, 10 -> 1.00x
+    fixed6 = [{"epoch": e, "stage": st, "similarity_avg": j, "cpu_elapsed": 10.0 * (e + 1)} for e, st, j in
+              ((0, "search", None), (1, "search", None), (2, "search", 0.91), (3, "sparsity", 0.96),
+               (4, "sparsity", 0.99), (5, "sparsity", 1.0))]
+    # pruned at 3: full-size epochs 10, 12, 8 (mean 10), pruned ones 5, 5, 5: (30 + 15) / (6 x 10) = 0.75x
+    fixed3 = [{"epoch": e, "stage": st, "cpu_elapsed": c} for e, st, c in
+              ((0, "search", 10.0), (1, "search", 22.0), (2, "search", 30.0), (3, "pruned", 35.0),
+               (4, "pruned", 40.0), (5, "pruned", 45.0))]
     runs = {"fig4-prune-at-3-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 3}},
-                                   "final_test_acc": 92.5, "final_val_acc": 92.1},
+                                   "final_test_acc": 92.5, "final_val_acc": 92.1, "metrics": fixed3},
             "fig4-prune-at-6-s0": {"label": "fig4", "updates": {"method_options": {"prune_epoch": 6}},
                                    "final_test_acc": 93.0, "final_val_acc": None, "metrics": fixed6},
             "ocspruner-s0": {"label": "ocspruner", "t_star": 6, "seed": 0, "final_test_acc": 93.2,
                              "final_val_acc": 93.4, "metrics": metrics}}
-    lines = doc.fig4_section(runs, str(tmp_path / "f4.png"), epsilon=0.005)
-    assert "| pruning epoch | final validation acc | final test acc | J_avg at that epoch (fig4-prune-at-6-s0) |" in lines
-    assert "| 3 (fixed) | 92.10 | 92.50 | 0.960 |" in lines
-    assert "| 6 (fixed) | - | 93.00 | - |" in lines
-    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | - |" in lines
+    lines = doc.fig4_section(runs, str(tmp_path / "f4.png"), epsilon=0.005, epochs=6)
+    assert ("| pruning epoch | final validation acc | final test acc | CPU vs dense, own clock | "
+            "J_avg at that epoch (fig4-prune-at-6-s0) |") in lines
+    assert "| 3 (fixed) | 92.10 | 92.50 | 0.75x | 0.960 |" in lines
+    assert "| 6 (fixed) | - | 93.00 | 1.00x | - |" in lines
+    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | - | - |" in lines   # no per-epoch CPU recorded
     assert any(line.startswith("Eq. 6 would have fired at epoch 5 in fig4-prune-at-6-s0") for line in lines)
     only_auto = {"ocspruner-s0": runs["ocspruner-s0"]}
     lines = doc.fig4_section(only_auto, str(tmp_path / "f4b.png"))
-    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | 0.985 |" in lines
+    assert "| 6 (automatic, seed 0) | 93.40 | 93.20 | - | 0.985 |" in lines
     assert not any(line.startswith("Eq. 6 would") for line in lines)
     assert doc.fig4_section({}, str(tmp_path / "none.png"))[-2:] == ["Pending.", ""]
 
