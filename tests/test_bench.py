@@ -180,3 +180,18 @@ def test_bench_bad_input_is_one_line(args, needle, capsys):
     assert main(["bench", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and needle in err
+
+
+def test_step_allocator_refuses_a_missing_model_before_any_work(tmp_path):
+    """benchmarks/step_allocator.py names the missing pruned model and how to give one, in one
+    line, before it starts a child process or writes its results file."""
+    import os
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "step_allocator.py")
+    missing = str(tmp_path / "nope.pt")
+    got = subprocess.run([sys.executable, script, "--pruned", missing], capture_output=True, text=True)
+    assert got.returncode != 0 and got.stdout == ""
+    assert got.stderr.strip().splitlines() == [
+        f"--pruned {missing!r}: give a pruned run's final_model.pt (e.g. benchmarks/work/fashion_full/runs/"
+        "fig4-prune-at-3-s0/final_model.pt)"]
