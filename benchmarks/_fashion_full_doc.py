@@ -171,15 +171,18 @@ def fig4_section(runs: dict, path: str, epsilon: float = 0.0, epochs: int | None
     and that is the trade a user makes) beside J_avg at its pruning epoch."""
     from _fashion_full_stats import own_clock_ratio
 
+    def cpu(r):
+        return own_clock_ratio(r.get("metrics") or [], epochs) if epochs else None
+
     ref = j_avg_reference(runs)
     j_avg = runs[ref].get("metrics", []) if ref else []
     javg_at = {r["epoch"]: r.get("similarity_avg") for r in j_avg}
     points = sorted(({"prune_epoch": r["updates"]["method_options"]["prune_epoch"], "acc": r["final_test_acc"],
                       "val": r.get("final_val_acc"),
-                      "cpu": own_clock_ratio(r.get("metrics") or [], epochs) if epochs else None}
+                      "cpu": cpu(r)}
                      for r in runs.values() if r["label"] == "fig4"), key=lambda p: p["prune_epoch"])
     autos = [{"t_star": r["t_star"], "acc": r["final_test_acc"], "val": r.get("final_val_acc"), "seed": r["seed"],
-              "cpu": own_clock_ratio(r.get("metrics") or [], epochs) if epochs else None}
+              "cpu": cpu(r)}
              for r in runs.values() if r["label"] == "ocspruner" and r.get("t_star") is not None]
     lines = ["## Fig. 4: is the final accuracy best where J_avg levels off?", "",
              "`ocspruner_fixed` (t* fixed in advance, seed 0) at epochs across the cycle, beside J_avg "
@@ -189,8 +192,7 @@ def fig4_section(runs: dict, path: str, epsilon: float = 0.0, epochs: int | None
     if not points and not autos:
         return lines + ["Pending.", ""]
     if ref and ref != "ocspruner-s0":
-        sparse = [r for r in j_avg if r.get("stage") == "sparsity" and r.get("similarity_avg") is not None]
-        eq6 = next((r["epoch"] for r in sparse if r["similarity_avg"] >= 1 - epsilon), None)
+        eq6 = first_stable([r for r in j_avg if r.get("stage") == "sparsity"], epsilon)
         lines += [f"Eq. 6 would have fired at epoch {_f(eq6, 'd')} in {ref} (the first regularised epoch with "
                   f"J_avg >= 1 - epsilon; '-': not before its prune).", ""]
     # validation accuracy beside test: a recipe choice (the prune cap) is read off the validation column
