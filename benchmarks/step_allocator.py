@@ -25,7 +25,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+for _p in (ROOT, HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 from _pause import add_pause_argument, paused  # noqa: E402
 
 OUT = os.path.join(ROOT, "benchmarks", "results", "step_allocator.json")
@@ -33,7 +35,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameter numb
 
 
 def child(model_path: str | None, keep_heap: bool, steps: int) -> dict:
-    """One fresh process: ``steps`` training steps after 5 warm-up ones."""
+    """One fresh process: ``steps`` training steps (``epoch_gap.loop_step``: the trainer's step, the
+    recipe's optimizer) after 5 warm-up ones."""
     import ctypes
     import resource
 
@@ -41,29 +44,16 @@ def child(model_path: str | None, keep_heap: bool, steps: int) -> dict:
         libc = ctypes.CDLL("libc.so.6")
         if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)):
             raise SystemExit("mallopt refused the settings (not glibc?)")
-    sys.path.insert(0, ROOT)
     import torch
-    import torch.nn.functional as F
 
-    from ocspruner.data import build_datasets, build_loaders
+    from epoch_gap import loop_step, recipe_loader     # the trainer's step on the study's loader
     from ocspruner.io import load
     from ocspruner.models import create_model
 
     torch.set_num_threads(1)
-    bundle = build_datasets("fashion_mnist", None, val_fraction=0.1, seed=0, augment=True)
-    loader = build_loaders(bundle, 128, workers=0, seed=0, pin_memory=False)[0]
+    cfg, loader = recipe_loader(seed=0)
     model = load(model_path) if model_path else create_model("resnet20", num_classes=10, in_channels=1)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    batches = iter(loader)
-
-    def step():
-        x, y = next(batches)
-        loss = F.cross_entropy(model(x), y)
-        loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = loop_step(model, loader, cfg.optim)
 
     for _ in range(5):
         step()
@@ -108,8 +98,7 @@ def main() -> None:
                "pruned_vs_dense_default": med["pruned default"]["cpu_s"] / med["dense default"]["cpu_s"],
                "pruned_vs_dense_keep_heap": med["pruned keep"]["cpu_s"] / med["dense keep"]["cpu_s"],
                "median": med}
-    sys.path.insert(0, ROOT)
-    from ocspruner.checkpoint import atomic_write_text
+    from ocspruner.checkpoint import atomic_write_text    # not at the top: a child sets mallopt before torch loads
 
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     atomic_write_text(OUT, json.dumps({"summary": summary, "rows": rows}, indent=1))
